@@ -1,0 +1,3 @@
+from palisade.cli.main import main
+
+raise SystemExit(main())
