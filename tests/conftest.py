@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
-if not SHARED.exists():  # CI clones elsewhere; the reference material lives next to the checkout's parent
-    SHARED = Path(os.environ.get("PALISADE_SHARED", "/work/shared"))
+CAPTURES = REPO / "tests" / "kafka" / "captures"  # real client frames (copied from the shared reference)
+EXAMPLES = REPO / "examples"  # the article's two policies, as the article wrote them
 
 
 @pytest.fixture(scope="session")
-def shared_dir() -> Path:
-    return SHARED
+def captures_dir() -> Path:
+    return CAPTURES
+
+
+@pytest.fixture(scope="session")
+def examples_dir() -> Path:
+    return EXAMPLES
 
 
 @pytest.fixture(scope="session")
