@@ -105,3 +105,99 @@ class DatapathEvent:
     cgroup_id: int = 0  # set by socket-level hooks (hostNetwork pods)
     audit: bool = False  # the verdict was AUDIT because of audit mode (global or per policy)
     kafka: KafkaInfo | None = None
+
+
+# ---- decoding the ring buffer records (layouts: bpf/lib/abi.h struct pal_flow_event / pal_kafka_event) ----
+
+import socket as _socket  # noqa: E402
+import struct as _struct  # noqa: E402
+import time as _time  # noqa: E402
+
+_FLOW = _struct.Struct("<4BH2BQ4I4s4s2HB3x3I4xQ")
+FLOW_EVENT_SIZE = _FLOW.size  # 72
+_KAFKA = _struct.Struct("<hhiHHHH256s64s")
+KAFKA_EVENT_SIZE = FLOW_EVENT_SIZE + _KAFKA.size  # 408
+
+
+class EventDecodeError(ValueError):
+    """A ring buffer record that is not a Palisade event (wrong size or type)."""
+
+
+def monotonic_to_wall_offset_ns() -> int:
+    """Offset to add to bpf_ktime_get_ns() (CLOCK_MONOTONIC) to get wall-clock ns since the epoch."""
+    return _time.time_ns() - _time.monotonic_ns()
+
+
+def decode(data: bytes | memoryview, wall_offset_ns: int) -> DatapathEvent:
+    """Decode one ring buffer record into a DatapathEvent (raises EventDecodeError on a malformed one)."""
+    if len(data) < FLOW_EVENT_SIZE:
+        raise EventDecodeError(f"record of {len(data)} bytes is shorter than a flow event ({FLOW_EVENT_SIZE})")
+    (
+        etype,
+        verdict,
+        direction,
+        flags,
+        drop_reason,
+        match_type,
+        proto,
+        ts_ns,
+        ifindex,
+        ep_id,
+        src_identity,
+        dst_identity,
+        saddr,
+        daddr,
+        sport,
+        dport,
+        tcp_flags,
+        length,
+        cookie,
+        _pad2,
+        cgroup_id,
+    ) = _FLOW.unpack_from(data, 0)
+    try:
+        et = EventType(etype)
+    except ValueError:
+        raise EventDecodeError(f"unknown event type {etype}") from None
+    kafka = None
+    if et is EventType.L7:
+        if len(data) < KAFKA_EVENT_SIZE:
+            raise EventDecodeError(f"L7 record of {len(data)} bytes, expected {KAFKA_EVENT_SIZE}")
+        api_key, api_version, corr, topic_len, cid_len, error_code, _p, topic, cid = _KAFKA.unpack_from(
+            data, FLOW_EVENT_SIZE
+        )
+        kafka = KafkaInfo(
+            api_key=api_key,
+            api_version=api_version,
+            correlation_id=corr,
+            client_id=cid[: min(cid_len, 64)].decode("utf-8", "replace") if cid_len != 0xFFFF else None,
+            topic=topic[: min(topic_len, 256)].decode("utf-8", "replace") if topic_len else None,
+            error_code=error_code,
+        )
+    return DatapathEvent(
+        type=et,
+        time_ns=ts_ns + wall_offset_ns,
+        verdict=Verdict(verdict) if verdict in _VERDICTS else Verdict.VERDICT_UNKNOWN,
+        drop_reason=drop_reason,
+        direction=TrafficDirection(direction) if direction in (1, 2) else TrafficDirection.TRAFFIC_DIRECTION_UNKNOWN,
+        is_reply=bool(flags & 1),
+        endpoint_id=ep_id,
+        ifindex=ifindex,
+        src_ip=_socket.inet_ntoa(saddr),
+        dst_ip=_socket.inet_ntoa(daddr),
+        proto=proto,
+        src_port=sport,
+        dst_port=dport,
+        tcp_flags=tcp_flags,
+        src_identity=src_identity,
+        dst_identity=dst_identity,
+        match_type=match_type,
+        rule_cookie=cookie,
+        length=length,
+        cgroup_id=cgroup_id,
+        audit=bool(flags & 2),
+        kafka=kafka,
+    )
+
+
+_VERDICTS = frozenset(int(v) for v in Verdict)

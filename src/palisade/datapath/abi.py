@@ -1,0 +1,244 @@
+"""Python mirrors of bpf/lib/abi.h (checked against the compiled objects' BTF by tests/datapath/test_abi.py).
+
+Only layout lives here: constants and ctypes structures with the C names. Encoding of policy state into these
+structures is in palisade.datapath.encode (pure); the loader and sync code put them into maps.
+"""
+
+from __future__ import annotations
+
+import ctypes as C
+
+# Reserved identities / verdicts / directions / event types / drop reasons mirror abi.h.
+ID_HOST = 1
+ID_WORLD = 2
+
+VERDICT_FORWARDED = 1
+VERDICT_DROPPED = 2
+VERDICT_AUDIT = 4
+DIR_INGRESS = 1
+DIR_EGRESS = 2
+
+EV_DROP = 1
+EV_TRACE = 4
+EV_POLICY_VERDICT = 5
+EV_L7 = 129
+
+DROP_POLICY_DENIED = 133
+DROP_POLICY_DENY = 181
+DROP_POLICY_FULL = 200
+DROP_L7_PARSE = 201
+DROP_L7_UNKNOWN_TOPIC_ID = 202
+DROP_L7_NOT_ARMED = 203
+
+POLICY_PREFIX_ANY = 72
+POLICY_PREFIX_PROTO = 80
+POLICY_PREFIX_FULL = 96
+
+POLICY_DENY = 1 << 0
+POLICY_AUDIT = 1 << 1
+POLICY_L7 = 1 << 2
+
+EP_INGRESS_ENFORCE = 1 << 0
+EP_EGRESS_ENFORCE = 1 << 1
+EP_INGRESS_AUDIT = 1 << 2
+EP_EGRESS_AUDIT = 1 << 3
+EP_INGRESS_FULL = 1 << 4
+EP_EGRESS_FULL = 1 << 5
+EP_HOST_NETWORK = 1 << 6
+EP_L7 = 1 << 7
+
+CT_INGRESS = 0
+CT_EGRESS = 1
+CT_F_AUDIT = 1 << 0
+CT_F_L7 = 1 << 1
+CT_F_L7_FAILED = 1 << 2
+CT_F_CLOSING = 1 << 3
+
+CFG_AUDIT_MODE = 1 << 0
+CFG_ALLOW_LOCALHOST = 1 << 1
+CFG_TRACE_ALL = 1 << 2
+
+CNT_EVENTS_LOST = 0
+CNT_CT_INSERT_FAILED = 1
+CNT_TRACE_AGGREGATED = 2
+CNT_POLICY_FULL_DROPS = 3
+CNT_L7_FRAMES = 4
+CNT_L7_DENIED = 5
+CNT_L7_POISONED = 6
+CNT_NOT_IPV4 = 7
+CNT_MAX = 16
+COUNTER_NAMES = {
+    CNT_EVENTS_LOST: "events_lost",
+    CNT_CT_INSERT_FAILED: "ct_insert_failed",
+    CNT_TRACE_AGGREGATED: "trace_aggregated",
+    CNT_POLICY_FULL_DROPS: "policy_full_drops",
+    CNT_L7_FRAMES: "l7_frames",
+    CNT_L7_DENIED: "l7_denied",
+    CNT_L7_POISONED: "l7_connections_poisoned",
+    CNT_NOT_IPV4: "not_ipv4_dropped",
+}
+
+KAFKA_TOPIC_MAX = 256
+KAFKA_CLIENT_ID_MAX = 64
+
+
+class pal_ipcache_key(C.Structure):
+    _fields_ = [("prefixlen", C.c_uint32), ("addr_be", C.c_uint32)]
+
+
+class pal_ipcache_val(C.Structure):
+    _fields_ = [("identity", C.c_uint32), ("ep_id", C.c_uint32)]
+
+
+class pal_endpoint(C.Structure):
+    _fields_ = [
+        ("ep_id", C.c_uint32),
+        ("identity", C.c_uint32),
+        ("addr_be", C.c_uint32),
+        ("flags", C.c_uint32),
+        ("policy_rev", C.c_uint32),
+        ("pad", C.c_uint32),
+    ]
+
+
+class pal_policy_key(C.Structure):
+    _fields_ = [
+        ("prefixlen", C.c_uint32),
+        ("ep_id", C.c_uint32),
+        ("identity", C.c_uint32),
+        ("egress", C.c_uint8),
+        ("proto", C.c_uint8),
+        ("dport_be", C.c_uint16),
+    ]
+
+
+class pal_policy_val(C.Structure):
+    _fields_ = [
+        ("flags", C.c_uint8),
+        ("specificity", C.c_uint8),
+        ("pad", C.c_uint16),
+        ("l7_ruleset", C.c_uint32),
+        ("cookie", C.c_uint32),
+    ]
+
+
+class pal_ct_key(C.Structure):
+    _fields_ = [
+        ("saddr_be", C.c_uint32),
+        ("daddr_be", C.c_uint32),
+        ("sport_be", C.c_uint16),
+        ("dport_be", C.c_uint16),
+        ("proto", C.c_uint8),
+        ("dir", C.c_uint8),
+        ("pad", C.c_uint16),
+    ]
+
+
+class pal_ct_val(C.Structure):
+    _fields_ = [
+        ("packets", C.c_uint64 * 2),
+        ("bytes", C.c_uint64 * 2),
+        ("created_s", C.c_uint32),
+        ("expires_s", C.c_uint32),
+        ("last_report_s", C.c_uint32 * 2),
+        ("policy_rev", C.c_uint32),
+        ("cookie", C.c_uint32),
+        ("l7_ruleset", C.c_uint32),
+        ("peer_identity", C.c_uint32),
+        ("seen_flags", C.c_uint8 * 2),
+        ("flags", C.c_uint8),
+        ("match_type", C.c_uint8),
+    ]
+
+
+class pal_frag_key(C.Structure):
+    _fields_ = [
+        ("saddr_be", C.c_uint32),
+        ("daddr_be", C.c_uint32),
+        ("id_be", C.c_uint16),
+        ("proto", C.c_uint8),
+        ("pad", C.c_uint8),
+    ]
+
+
+class pal_frag_val(C.Structure):
+    _fields_ = [("sport_be", C.c_uint16), ("dport_be", C.c_uint16)]
+
+
+class pal_cfg(C.Structure):
+    _fields_ = [
+        ("flags", C.c_uint32),
+        ("agg_interval_s", C.c_uint32),
+        ("ct_tcp_lifetime_s", C.c_uint32),
+        ("ct_syn_lifetime_s", C.c_uint32),
+        ("ct_close_lifetime_s", C.c_uint32),
+        ("ct_any_lifetime_s", C.c_uint32),
+    ]
+
+
+class pal_metrics_key(C.Structure):
+    _fields_ = [("reason", C.c_uint16), ("dir", C.c_uint8), ("pad", C.c_uint8)]
+
+
+class pal_metrics_val(C.Structure):
+    _fields_ = [("packets", C.c_uint64), ("bytes", C.c_uint64)]
+
+
+class pal_flow_event(C.Structure):
+    _fields_ = [
+        ("type", C.c_uint8),
+        ("verdict", C.c_uint8),
+        ("direction", C.c_uint8),
+        ("flags", C.c_uint8),
+        ("drop_reason", C.c_uint16),
+        ("match_type", C.c_uint8),
+        ("proto", C.c_uint8),
+        ("ts_ns", C.c_uint64),
+        ("ifindex", C.c_uint32),
+        ("ep_id", C.c_uint32),
+        ("src_identity", C.c_uint32),
+        ("dst_identity", C.c_uint32),
+        ("saddr_be", C.c_uint32),
+        ("daddr_be", C.c_uint32),
+        ("sport", C.c_uint16),
+        ("dport", C.c_uint16),
+        ("tcp_flags", C.c_uint8),
+        ("pad", C.c_uint8 * 3),
+        ("length", C.c_uint32),
+        ("cookie", C.c_uint32),
+        ("pad2", C.c_uint32),
+        ("cgroup_id", C.c_uint64),
+    ]
+
+
+class pal_kafka_event(C.Structure):
+    _fields_ = [
+        ("flow", pal_flow_event),
+        ("api_key", C.c_int16),
+        ("api_version", C.c_int16),
+        ("correlation_id", C.c_int32),
+        ("topic_len", C.c_uint16),
+        ("client_id_len", C.c_uint16),
+        ("error_code", C.c_uint16),
+        ("pad", C.c_uint16),
+        ("topic", C.c_char * KAFKA_TOPIC_MAX),
+        ("client_id", C.c_char * KAFKA_CLIENT_ID_MAX),
+    ]
+
+
+# Structs checked against BTF: (python class, C struct name, object that carries it).
+MIRRORS: tuple[tuple[type[C.Structure], str, str], ...] = (
+    (pal_ipcache_key, "pal_ipcache_key", "lxc"),
+    (pal_ipcache_val, "pal_ipcache_val", "lxc"),
+    (pal_endpoint, "pal_endpoint", "lxc"),
+    (pal_policy_key, "pal_policy_key", "lxc"),
+    (pal_policy_val, "pal_policy_val", "lxc"),
+    (pal_ct_key, "pal_ct_key", "lxc"),
+    (pal_ct_val, "pal_ct_val", "lxc"),
+    (pal_frag_key, "pal_frag_key", "lxc"),
+    (pal_frag_val, "pal_frag_val", "lxc"),
+    (pal_cfg, "pal_cfg", "lxc"),
+    (pal_metrics_key, "pal_metrics_key", "lxc"),
+    (pal_metrics_val, "pal_metrics_val", "lxc"),
+    (pal_flow_event, "pal_flow_event", "lxc"),
+)
