@@ -110,11 +110,14 @@ def decode_capture(lines: IO[str]) -> tuple[list[dict[str, Any]], int]:
             )
         elif direction == "s2c":
             corr = int.from_bytes(frame[:4], "big", signed=True) if len(frame) >= 4 else None
+            pending = tracker.peek(corr) if corr is not None else None
             try:
                 ex = tracker.response(frame)
             except KafkaParseError as exc:
                 failed += 1
-                out.append(_line(conn, direction, None, None, corr, None, [], [], str(exc)))
+                key = pending.api_key if pending else None
+                ver = pending.api_version if pending else None
+                out.append(_line(conn, direction, key, ver, corr, None, [], [], str(exc)))
                 continue
             r = ex.response
             out.append(_line(conn, direction, r.api_key, r.api_version, r.correlation_id, None, [], [], None))

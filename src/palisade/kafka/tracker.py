@@ -58,6 +58,10 @@ class ConnectionTracker:
     def in_flight(self) -> int:
         return len(self._pending)
 
+    def peek(self, correlation_id: int) -> Pending | None:
+        """The request in flight with that correlation id, if any (not consumed)."""
+        return self._pending.get(correlation_id)
+
     def expect(self, api_key: int, api_version: int, correlation_id: int, now: float | None = None) -> None:
         """Register a request by its header (e.g. one whose body failed to parse)."""
         if correlation_id in self._pending:
