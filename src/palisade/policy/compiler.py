@@ -1,0 +1,798 @@
+"""The policy compiler: policies + endpoints + identities → per-endpoint MapState, incrementally.
+
+Pure (no I/O). ``PolicyEngine`` holds policies, endpoints and identities, and a selector cache (each distinct
+peer selector knows the identities it selects). Every mutation returns a ``Delta``: per endpoint the entries
+added or changed, the keys deleted and the new enforcement flags, plus the ipcache prefixes added/deleted.
+Only what changed is recomputed: a policy change recomputes the endpoints it selects (before or after); an
+identity change recomputes that identity's entries in the endpoints whose rules select it.
+
+Semantics (Cilium's, see docs/architecture.md and palisade.policy.lookup):
+- Default deny per direction once a non-audit policy selects the endpoint with rules in that direction
+  (unless its enableDefaultDeny says otherwise).
+- Rules are additive; deny beats allow whatever the source; L7 rules of several allows on the same key are
+  united, and a plain L4 allow on the key means every request (l7 None).
+- The entries are built so that palisade.policy.lookup (longest match, identity-specific entry L vs wildcard
+  entry W) gives exactly that: every entry carries the merge of every rule covering it, including the
+  wildcard-identity rules and the less specific port blocks, and identity-specific entries are added where a
+  more specific wildcard entry would otherwise hide an identity's own rules.
+- Audit-mode policies (``palisade.io/audit-mode: "true"``) never change what is enforced: an audit deny over
+  enforced-allowed traffic becomes a deny entry marked audit (reported, the traffic proceeds with the
+  enforced L7); where the enforced policy default-denies, audit rules add nothing.
+- Entities: all → identity 0; world → 2, 9, 10 and every CIDR identity; world-ipv4 → 2, 9 and IPv4 CIDR
+  identities (the ipcache maps 0.0.0.0/0 to 2 on this single-stack node); world-ipv6 → 10 and IPv6 CIDR
+  identities (::/0 → 10); cluster → host, remote-node, init, ingress, health, unmanaged, kube-apiserver and
+  every cluster-local identity; host/remote-node/... → their reserved identity; none → nothing.
+- CIDR selectors select the CIDR identities (allocated here, from 1<<24, for every CIDR and except a policy
+  names) whose prefix lies inside the CIDR and not inside an except; a /0 selects the world identities.
+- L7 HTTP rules are refused (NotSupported): Palisade enforces Kafka only.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from palisade.errors import NotSupported
+from palisade.identity.identities import (
+    CLUSTER_ID_MAX,
+    CLUSTER_ID_MIN,
+    ID_HEALTH,
+    ID_HOST,
+    ID_INGRESS,
+    ID_INIT,
+    ID_KUBE_APISERVER,
+    ID_REMOTE_NODE,
+    ID_UNMANAGED,
+    ID_WORLD,
+    ID_WORLD_IPV4,
+    ID_WORLD_IPV6,
+    RESERVED_IDS,
+    RESERVED_LABELS,
+    CidrIdentityAllocator,
+    cidr_labels,
+    is_cidr_identity,
+)
+from palisade.identity.labels import LabelSet
+from palisade.kafka.rules import KafkaRule
+from palisade.policy.mapstate import NO_POLICY, Entry, Flags, Key, MapState, RuleOrigin, normalize_l7
+from palisade.policy.model import (
+    OP_IN,
+    PROTO_ANY,
+    PROTO_NUMBERS,
+    PROTO_SCTP,
+    PROTO_TCP,
+    PROTO_UDP,
+    WILDCARD,
+    CidrPeer,
+    Direction,
+    EndpointPeer,
+    EntityPeer,
+    IPNetwork,
+    NetworkPolicy,
+    Peer,
+    PolicyRule,
+    Selector,
+)
+from palisade.policy.ports import range_to_blocks
+
+Block = tuple[int, int, int]  # (proto, port, prefix_len)
+ROOT: Block = (PROTO_ANY, 0, 0)
+# (block, deny, audit, l7, origin)
+Contrib = tuple[Block, bool, bool, "tuple[KafkaRule, ...] | None", RuleOrigin]
+
+WORLD_V4 = ipaddress.ip_network("0.0.0.0/0")
+WORLD_V6 = ipaddress.ip_network("::/0")
+_RESERVED_CLUSTER = frozenset(
+    {ID_HOST, ID_REMOTE_NODE, ID_INIT, ID_INGRESS, ID_HEALTH, ID_UNMANAGED, ID_KUBE_APISERVER}
+)
+_WORLD_PREFIX: dict[int, IPNetwork] = {ID_WORLD: WORLD_V4, ID_WORLD_IPV4: WORLD_V4, ID_WORLD_IPV6: WORLD_V6}
+
+
+def block_contains(a: Block, b: Block) -> bool:
+    """Is block b inside block a?"""
+    if a[0] == PROTO_ANY:
+        return True
+    if a[0] != b[0] or a[2] > b[2]:
+        return False
+    shift = 16 - a[2]
+    return (a[1] >> shift) == (b[1] >> shift)
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """A local endpoint (pod): its id in the datapath, its security identity and its addresses."""
+
+    id: int
+    identity: int
+    ips: tuple[str, ...] = ()
+    name: str = ""
+
+
+@dataclass
+class EndpointDelta:
+    changed: dict[Key, Entry] = field(default_factory=dict)  # added or changed
+    deleted: set[Key] = field(default_factory=set)
+    flags: dict[Direction, Flags] | None = None  # the new flags when they changed
+    removed: bool = False  # the endpoint itself is gone
+
+    def __bool__(self) -> bool:
+        return bool(self.changed or self.deleted or self.flags is not None or self.removed)
+
+
+@dataclass
+class Delta:
+    endpoints: dict[int, EndpointDelta] = field(default_factory=dict)
+    ipcache_added: dict[IPNetwork, int] = field(default_factory=dict)  # added or changed
+    ipcache_deleted: set[IPNetwork] = field(default_factory=set)
+
+    def __bool__(self) -> bool:
+        return bool(self.endpoints or self.ipcache_added or self.ipcache_deleted)
+
+    @property
+    def entry_changes(self) -> int:
+        return sum(len(d.changed) + len(d.deleted) for d in self.endpoints.values())
+
+
+class _Rule:
+    __slots__ = ("contribs", "direction", "origin", "peers", "spec", "wildcard")
+
+    def __init__(
+        self, spec: _Spec, origin: RuleOrigin, peers: tuple[Peer, ...], contribs: tuple[Contrib, ...]
+    ) -> None:
+        self.spec = spec
+        self.origin = origin
+        self.direction = origin.direction
+        self.wildcard = WILDCARD in peers
+        self.peers = tuple(p for p in peers if p is not WILDCARD)
+        self.contribs = contribs
+
+
+class _Spec:
+    __slots__ = ("audit", "default_deny", "enabled", "policy_key", "rules", "subject")
+
+    def __init__(
+        self,
+        policy_key: tuple[str, str | None, str],
+        subject: Selector,
+        enabled: tuple[bool, bool],
+        default_deny: tuple[bool, bool],
+        audit: bool,
+    ) -> None:
+        self.policy_key = policy_key
+        self.subject = subject
+        self.enabled = enabled
+        self.default_deny = default_deny
+        self.audit = audit
+        self.rules: tuple[list[_Rule], list[_Rule]] = ([], [])
+
+
+class _Index:
+    """Objects with a label selector, indexed by one of their In requirements (key, value)."""
+
+    def __init__(self) -> None:
+        self._by_kv: dict[tuple[str, str], set[object]] = defaultdict(set)
+        self._rest: set[object] = set()
+        self._where: dict[object, list[tuple[str, str]]] = {}
+
+    @staticmethod
+    def _index_keys(sel: Selector) -> list[tuple[str, str]] | None:
+        best: list[tuple[str, str]] | None = None
+        for r in sel.requirements:
+            if r.operator != OP_IN:
+                continue
+            kv = [(r.key, v) for v in r.values]
+            if r.key != "io.kubernetes.pod.namespace":
+                return kv
+            best = best or kv
+        return best
+
+    def add(self, obj: object, sel: Selector | None) -> None:
+        keys = self._index_keys(sel) if sel is not None else None
+        if keys is None:
+            self._rest.add(obj)
+            self._where[obj] = []
+        else:
+            for kv in keys:
+                self._by_kv[kv].add(obj)
+            self._where[obj] = keys
+
+    def remove(self, obj: object) -> None:
+        keys = self._where.pop(obj, None)
+        if keys is None:
+            return
+        if not keys:
+            self._rest.discard(obj)
+        for kv in keys:
+            s = self._by_kv.get(kv)
+            if s is not None:
+                s.discard(obj)
+                if not s:
+                    del self._by_kv[kv]
+
+    def candidates(self, labels: LabelSet) -> set[object]:
+        out = set(self._rest)
+        for la in labels:
+            s = self._by_kv.get((la.key, la.value))
+            if s:
+                out |= s
+        return out
+
+
+class _SelEntry:
+    __slots__ = ("peer", "rules", "selected")
+
+    def __init__(self, peer: Peer) -> None:
+        self.peer = peer
+        self.selected: set[int] = set()
+        self.rules: set[_Rule] = set()
+
+
+class PolicyEngine:
+    """Incremental compiler. All methods return the Delta they caused (empty inside begin()/commit())."""
+
+    def __init__(self, cluster: str = "default") -> None:
+        self.cluster = cluster
+        self._policies: dict[tuple[str, str | None, str], NetworkPolicy] = {}
+        self._policy_specs: dict[tuple[str, str | None, str], list[_Spec]] = {}
+        self._spec_index = _Index()
+        self._labels: dict[int, LabelSet] = dict(RESERVED_LABELS)
+        self._prefix: dict[int, IPNetwork] = dict(_WORLD_PREFIX)
+        self._cidr = CidrIdentityAllocator()
+        self._endpoints: dict[int, Endpoint] = {}
+        self._ep_specs: dict[int, set[_Spec]] = {}
+        self._spec_eps: dict[_Spec, set[int]] = {}
+        self._ids_by_kv: dict[tuple[str, str], set[int]] = defaultdict(set)
+        for ident, labels in RESERVED_LABELS.items():
+            self._index_identity(ident, labels)
+        self._sel: dict[Peer, _SelEntry] = {}
+        self._sel_index = _Index()
+        self._maps: dict[int, dict[int, dict[Key, Entry]]] = {}  # endpoint → identity → entries
+        self._flags: dict[int, tuple[Flags, Flags]] = {}
+        self._ipcache: dict[IPNetwork, int] = {WORLD_V4: ID_WORLD, WORLD_V6: ID_WORLD_IPV6}
+        self._ip_owner: dict[IPNetwork, int] = {}  # endpoint IP → endpoint id
+        # pending work
+        self._batch = 0
+        self._dirty_full: set[int] = set()
+        self._dirty_ids: dict[int, set[int]] = defaultdict(set)
+        self._removed: dict[int, dict[int, dict[Key, Entry]]] = {}
+        self._ipc_before: dict[IPNetwork, int | None] = {}
+
+    # --- queries ------------------------------------------------------------------------------------------
+
+    def mapstate(self, endpoint_id: int) -> MapState:
+        out: MapState = {}
+        for entries in self._maps.get(endpoint_id, {}).values():
+            out.update(entries)
+        return out
+
+    def flags(self, endpoint_id: int) -> dict[Direction, Flags]:
+        f = self._flags.get(endpoint_id, (NO_POLICY, NO_POLICY))
+        return {Direction.INGRESS: f[0], Direction.EGRESS: f[1]}
+
+    def ipcache(self) -> dict[IPNetwork, int]:
+        return dict(self._ipcache)
+
+    def identity_of_ip(self, ip: str) -> int:
+        """Longest-prefix match in the ipcache (what the datapath does)."""
+        addr = ipaddress.ip_address(ip)
+        best: tuple[int, int] | None = None
+        for net, ident in self._ipcache.items():
+            if net.version == addr.version and addr in net and (best is None or net.prefixlen > best[0]):
+                best = (net.prefixlen, ident)
+        return best[1] if best else ID_WORLD
+
+    def labels_of(self, identity: int) -> LabelSet | None:
+        return self._labels.get(identity)
+
+    def endpoints(self) -> dict[int, Endpoint]:
+        return dict(self._endpoints)
+
+    def policies(self) -> list[NetworkPolicy]:
+        return list(self._policies.values())
+
+    def selections(self) -> dict[Peer, frozenset[int]]:
+        """The selector cache: each distinct peer selector and the identities it selects."""
+        return {p: frozenset(e.selected) for p, e in self._sel.items()}
+
+    # --- batching -----------------------------------------------------------------------------------------
+
+    def begin(self) -> None:
+        """Defer computation until commit() (for loading many objects at once)."""
+        self._batch += 1
+
+    def commit(self) -> Delta:
+        self._batch -= 1
+        return self._flush() if self._batch == 0 else Delta()
+
+    def _done(self) -> Delta:
+        return self._flush() if self._batch == 0 else Delta()
+
+    # --- policies -----------------------------------------------------------------------------------------
+
+    def upsert_policy(self, policy: NetworkPolicy) -> Delta:
+        key = policy.key
+        new_specs = self._compile_policy(policy)  # raises before any change
+        self._remove_policy(key)
+        self._policies[key] = policy
+        self._policy_specs[key] = new_specs
+        for spec in new_specs:
+            self._spec_index.add(spec, spec.subject)
+            for d in Direction:
+                for r in spec.rules[d]:
+                    for p in r.peers:
+                        self._acquire(p, r)
+            eps = set(self._endpoints_selected_by(spec))
+            self._spec_eps[spec] = eps
+            for ep in eps:
+                self._ep_specs[ep].add(spec)
+                self._dirty_full.add(ep)
+        return self._done()
+
+    def delete_policy(self, kind: str, namespace: str | None, name: str) -> Delta:
+        self._remove_policy((kind, namespace, name))
+        return self._done()
+
+    def _remove_policy(self, key: tuple[str, str | None, str]) -> None:
+        old = self._policy_specs.pop(key, None)
+        self._policies.pop(key, None)
+        for spec in old or ():
+            self._spec_index.remove(spec)
+            for ep in self._spec_eps.pop(spec, set()):
+                self._ep_specs[ep].discard(spec)
+                self._dirty_full.add(ep)
+            for d in Direction:
+                for r in spec.rules[d]:
+                    for p in r.peers:
+                        self._release(p, r)
+
+    def _compile_policy(self, policy: NetworkPolicy) -> list[_Spec]:
+        specs = []
+        for ps in policy.specs:
+            spec = _Spec(policy.key, ps.subject, ps.enabled, ps.default_deny, policy.audit)
+            for rule in ps.rules:
+                origin = RuleOrigin(
+                    policy.kind, policy.namespace, policy.name, rule.direction, rule.index, rule.deny
+                )
+                contribs = tuple(
+                    (b, rule.deny, policy.audit, l7, origin) for b, l7 in _rule_blocks(rule, policy.full_name)
+                )
+                if not rule.peers or not contribs:
+                    continue  # selects nothing (still counts for default deny via spec.enabled)
+                spec.rules[rule.direction].append(_Rule(spec, origin, rule.peers, contribs))
+            specs.append(spec)
+        return specs
+
+    def _endpoints_selected_by(self, spec: _Spec) -> list[int]:
+        return [
+            ep.id
+            for ep in self._endpoints.values()
+            if spec.subject.matches(self._labels.get(ep.identity, _EMPTY))
+        ]
+
+    # --- selector cache -----------------------------------------------------------------------------------
+
+    def _acquire(self, peer: Peer, rule: _Rule) -> None:
+        entry = self._sel.get(peer)
+        if entry is None:
+            entry = _SelEntry(peer)
+            self._sel[peer] = entry
+            if isinstance(peer, CidrPeer):
+                for net in (peer.cidr, *peer.excepts):
+                    if net.prefixlen > 0:
+                        self._acquire_cidr(net)
+            entry.selected = {i for i in self._candidate_ids(peer) if self._matches(peer, i)}
+            self._sel_index.add(peer, peer.selector if isinstance(peer, EndpointPeer) else None)
+        entry.rules.add(rule)
+
+    def _release(self, peer: Peer, rule: _Rule) -> None:
+        entry = self._sel.get(peer)
+        if entry is None:
+            return
+        entry.rules.discard(rule)
+        if entry.rules:
+            return
+        del self._sel[peer]
+        self._sel_index.remove(peer)
+        if isinstance(peer, CidrPeer):
+            for net in (peer.cidr, *peer.excepts):
+                if net.prefixlen > 0:
+                    self._release_cidr(net)
+
+    def _acquire_cidr(self, net: IPNetwork) -> None:
+        ident, new = self._cidr.allocate(net)
+        if new:
+            self._set_ipcache(net, ident)
+            self._prefix[ident] = net
+            self._identity_added(ident, cidr_labels(net))
+
+    def _release_cidr(self, net: IPNetwork) -> None:
+        ident, freed = self._cidr.release(net)
+        if freed:
+            self._set_ipcache(net, None)
+            self._identity_removed(ident)
+            del self._prefix[ident]
+
+    def _matches(self, peer: Peer, ident: int) -> bool:
+        if isinstance(peer, EndpointPeer):
+            return peer.selector.matches(self._labels[ident])
+        if isinstance(peer, CidrPeer):
+            pfx = self._prefix.get(ident)
+            if pfx is None or pfx.version != peer.cidr.version:
+                return False
+            if not pfx.subnet_of(peer.cidr):  # type: ignore[arg-type]
+                return False
+            return not any(pfx.subnet_of(e) for e in peer.excepts)  # type: ignore[arg-type]
+        if isinstance(peer, EntityPeer):
+            return self._entity_selects(peer.entity, ident)
+        return False
+
+    def _entity_selects(self, entity: str, ident: int) -> bool:
+        if entity == "world":
+            return ident in (ID_WORLD, ID_WORLD_IPV4, ID_WORLD_IPV6) or is_cidr_identity(ident)
+        if entity == "world-ipv4":
+            return ident in (ID_WORLD, ID_WORLD_IPV4) or (
+                is_cidr_identity(ident) and self._prefix[ident].version == 4
+            )
+        if entity == "world-ipv6":
+            return ident == ID_WORLD_IPV6 or (is_cidr_identity(ident) and self._prefix[ident].version == 6)
+        if entity == "cluster":
+            return ident in _RESERVED_CLUSTER or CLUSTER_ID_MIN <= ident <= CLUSTER_ID_MAX
+        if entity in RESERVED_IDS:
+            return ident == RESERVED_IDS[entity]
+        return False  # none
+
+    def _index_identity(self, ident: int, labels: LabelSet, remove: bool = False) -> None:
+        for la in labels:
+            if remove:
+                s = self._ids_by_kv.get((la.key, la.value))
+                if s is not None:
+                    s.discard(ident)
+                    if not s:
+                        del self._ids_by_kv[(la.key, la.value)]
+            else:
+                self._ids_by_kv[(la.key, la.value)].add(ident)
+
+    def _candidate_ids(self, peer: Peer) -> Iterable[int]:
+        if isinstance(peer, EndpointPeer):
+            keys = _Index._index_keys(peer.selector)
+            if keys is not None:
+                out: set[int] = set()
+                for kv in keys:
+                    out |= self._ids_by_kv.get(kv, set())
+                return out
+        return list(self._labels)
+
+    def _identity_added(self, ident: int, labels: LabelSet) -> None:
+        self._labels[ident] = labels
+        self._index_identity(ident, labels)
+        for peer in self._sel_index.candidates(labels):
+            assert isinstance(peer, EndpointPeer | EntityPeer | CidrPeer)
+            if self._matches(peer, ident):
+                entry = self._sel[peer]
+                entry.selected.add(ident)
+                self._mark_rules_dirty(entry.rules, ident)
+
+    def _identity_removed(self, ident: int) -> None:
+        labels = self._labels.pop(ident, _EMPTY)
+        self._index_identity(ident, labels, remove=True)
+        for peer in self._sel_index.candidates(labels):
+            entry = self._sel[peer]  # type: ignore[index]
+            if ident in entry.selected:
+                entry.selected.discard(ident)
+                self._mark_rules_dirty(entry.rules, ident)
+
+    def _mark_rules_dirty(self, rules: Iterable[_Rule], ident: int) -> None:
+        for r in rules:
+            for ep in self._spec_eps.get(r.spec, ()):
+                self._dirty_ids[ep].add(ident)
+
+    # --- identities ---------------------------------------------------------------------------------------
+
+    def upsert_identity(self, identity: int, labels: LabelSet) -> Delta:
+        """Add an endpoint identity (cluster-local, from palisade.identity). Identities are immutable: new
+        labels for a known number replace it (delete then add)."""
+        if identity in RESERVED_LABELS or is_cidr_identity(identity):
+            raise ValueError(f"identity {identity} is reserved or CIDR-scoped; the engine manages it")
+        old = self._labels.get(identity)
+        if old == labels:
+            return self._done()
+        if old is not None:
+            self._identity_removed(identity)
+        self._identity_added(identity, labels)
+        for ep in self._endpoints.values():
+            if ep.identity == identity:
+                self._reselect_endpoint(ep.id)
+        return self._done()
+
+    def delete_identity(self, identity: int) -> Delta:
+        if identity in RESERVED_LABELS or is_cidr_identity(identity):
+            raise ValueError(f"identity {identity} is reserved or CIDR-scoped; the engine manages it")
+        if identity in self._labels:
+            self._identity_removed(identity)
+            for ep in self._endpoints.values():
+                if ep.identity == identity:
+                    self._reselect_endpoint(ep.id)
+        return self._done()
+
+    # --- endpoints ----------------------------------------------------------------------------------------
+
+    def upsert_endpoint(self, endpoint: Endpoint) -> Delta:
+        old = self._endpoints.get(endpoint.id)
+        self._endpoints[endpoint.id] = endpoint
+        self._removed.pop(endpoint.id, None)
+        old_ips = {_host_net(ip) for ip in old.ips} if old else set()
+        new_ips = {_host_net(ip) for ip in endpoint.ips}
+        for net in old_ips - new_ips:
+            if self._ip_owner.get(net) == endpoint.id:
+                del self._ip_owner[net]
+                self._set_ipcache(net, None)
+        for net in new_ips:
+            self._ip_owner[net] = endpoint.id
+            self._set_ipcache(net, endpoint.identity)
+        if old is None or old.identity != endpoint.identity:
+            self._reselect_endpoint(endpoint.id)
+        return self._done()
+
+    def delete_endpoint(self, endpoint_id: int) -> Delta:
+        old = self._endpoints.pop(endpoint_id, None)
+        if old is None:
+            return self._done()
+        for ip in old.ips:
+            net = _host_net(ip)
+            if self._ip_owner.get(net) == endpoint_id:
+                del self._ip_owner[net]
+                self._set_ipcache(net, None)
+        for spec in self._ep_specs.pop(endpoint_id, set()):
+            self._spec_eps.get(spec, set()).discard(endpoint_id)
+        self._removed[endpoint_id] = self._maps.pop(endpoint_id, {})
+        self._flags.pop(endpoint_id, None)
+        self._dirty_full.discard(endpoint_id)
+        self._dirty_ids.pop(endpoint_id, None)
+        return self._done()
+
+    def _reselect_endpoint(self, ep_id: int) -> None:
+        labels = self._labels.get(self._endpoints[ep_id].identity, _EMPTY)
+        specs = {
+            s
+            for s in self._spec_index.candidates(labels)
+            if isinstance(s, _Spec) and s.subject.matches(labels)
+        }
+        for spec in self._ep_specs.get(ep_id, set()):
+            self._spec_eps.get(spec, set()).discard(ep_id)
+        for spec in specs:
+            self._spec_eps.setdefault(spec, set()).add(ep_id)
+        self._ep_specs[ep_id] = specs
+        self._dirty_full.add(ep_id)
+
+    def _set_ipcache(self, net: IPNetwork, ident: int | None) -> None:
+        if net not in self._ipc_before:
+            self._ipc_before[net] = self._ipcache.get(net)
+        if ident is None:
+            self._ipcache.pop(net, None)
+        else:
+            self._ipcache[net] = ident
+
+    # --- computation --------------------------------------------------------------------------------------
+
+    def _flush(self) -> Delta:
+        delta = Delta()
+        for ep_id, old_map in self._removed.items():
+            ed = EndpointDelta(removed=True)
+            for entries in old_map.values():
+                ed.deleted.update(entries)
+            delta.endpoints[ep_id] = ed
+        self._removed = {}
+        for ep_id in self._dirty_full:
+            if ep_id not in self._endpoints:
+                continue
+            new_map, new_flags = self._compute(ep_id, None)
+            self._apply(delta, ep_id, new_map, new_flags, None)
+        for ep_id, ids in self._dirty_ids.items():
+            if ep_id in self._dirty_full or ep_id not in self._endpoints:
+                continue
+            new_map, new_flags = self._compute(ep_id, ids)
+            self._apply(delta, ep_id, new_map, new_flags, ids)
+        self._dirty_full = set()
+        self._dirty_ids = defaultdict(set)
+        for net, before in self._ipc_before.items():
+            now = self._ipcache.get(net)
+            if now == before:
+                continue
+            if now is None:
+                delta.ipcache_deleted.add(net)
+            else:
+                delta.ipcache_added[net] = now
+        self._ipc_before = {}
+        return delta
+
+    def _apply(
+        self,
+        delta: Delta,
+        ep_id: int,
+        new_map: dict[int, dict[Key, Entry]],
+        new_flags: tuple[Flags, Flags],
+        only: set[int] | None,
+    ) -> None:
+        ed = EndpointDelta()
+        cur = self._maps.setdefault(ep_id, {})
+        idents = set(cur) | set(new_map) if only is None else only
+        for ident in idents:
+            old_e = cur.get(ident, {})
+            new_e = new_map.get(ident, {})
+            for k, v in new_e.items():
+                if old_e.get(k) != v:
+                    ed.changed[k] = v
+            for k in old_e.keys() - new_e.keys():
+                ed.deleted.add(k)
+            if new_e:
+                cur[ident] = new_e
+            else:
+                cur.pop(ident, None)
+        if self._flags.get(ep_id, (NO_POLICY, NO_POLICY)) != new_flags:
+            ed.flags = {Direction.INGRESS: new_flags[0], Direction.EGRESS: new_flags[1]}
+        self._flags[ep_id] = new_flags
+        if ed:
+            delta.endpoints[ep_id] = ed
+
+    def _compute(
+        self, ep_id: int, only: set[int] | None
+    ) -> tuple[dict[int, dict[Key, Entry]], tuple[Flags, Flags]]:
+        """Entries of one endpoint, by identity (all of them, or only the identities in ``only``)."""
+        specs = self._ep_specs.get(ep_id, set())
+        flags: list[Flags] = []
+        out: dict[int, dict[Key, Entry]] = {}
+        for d in Direction:
+            enforced = any(s.enabled[d] and s.default_deny[d] and not s.audit for s in specs)
+            audit_sel = any(s.enabled[d] and s.default_deny[d] and s.audit for s in specs)
+            flags.append(Flags(enforced, audit_sel and not enforced))
+            wild: list[Contrib] = []
+            by_id: dict[int, list[_Rule]] = defaultdict(list)
+            for s in specs:
+                for r in s.rules[d]:
+                    if r.wildcard:
+                        wild.extend(r.contribs)
+                    for p in r.peers:
+                        sel = self._sel[p].selected
+                        if only is None:
+                            for i in sel:
+                                by_id[i].append(r)
+                        else:
+                            for i in only:
+                                if i in sel:
+                                    by_id[i].append(r)
+            merged = _Merger(enforced, d)
+            wild_blocks = sorted({c[0] for c in wild})
+            if only is None or 0 in only:
+                for b in wild_blocks:
+                    e = merged.entry([c for c in wild if block_contains(c[0], b)])
+                    if e is not None:
+                        out.setdefault(0, {})[Key(0, d, *b)] = e
+            groups: dict[tuple[int, ...], list[int]] = defaultdict(list)
+            rules_of: dict[tuple[int, ...], list[_Rule]] = {}
+            for ident, rules in by_id.items():
+                uniq = list(dict.fromkeys(rules))
+                sig = tuple(id(r) for r in uniq)
+                groups[sig].append(ident)
+                rules_of[sig] = uniq
+            for sig, idents in groups.items():
+                contribs = [c for r in rules_of[sig] for c in r.contribs]
+                own_blocks = {c[0] for c in contribs}
+                blocks = set(own_blocks)
+                for b in wild_blocks:
+                    if b not in blocks and any(block_contains(a, b) for a in own_blocks):
+                        blocks.add(b)
+                allc = contribs + wild
+                entries: list[tuple[Block, Entry]] = []
+                for b in blocks:
+                    e = merged.entry([c for c in allc if block_contains(c[0], b)])
+                    if e is not None:
+                        entries.append((b, e))
+                for ident in idents:
+                    tgt = out.setdefault(ident, {})
+                    for b, e in entries:
+                        tgt[Key(ident, d, *b)] = e
+        return out, (flags[0], flags[1])
+
+    # --- bulk helpers -------------------------------------------------------------------------------------
+
+    def load(
+        self,
+        policies: Iterable[NetworkPolicy] = (),
+        identities: Mapping[int, LabelSet] | None = None,
+        endpoints: Iterable[Endpoint] = (),
+    ) -> Delta:
+        """Add many objects and compute once."""
+        self.begin()
+        try:
+            for ident, labels in (identities or {}).items():
+                self.upsert_identity(ident, labels)
+            for p in policies:
+                self.upsert_policy(p)
+            for ep in endpoints:
+                self.upsert_endpoint(ep)
+        finally:
+            delta = self.commit()
+        return delta
+
+
+_EMPTY = LabelSet()
+
+
+class _Merger:
+    """Merges the contributions covering one key into its entry (or None: no entry)."""
+
+    def __init__(self, enforced: bool, direction: Direction) -> None:
+        self.enforced = enforced
+        self.direction = direction
+        self._cache: dict[frozenset[int], Entry | None] = {}
+
+    def entry(self, cs: list[Contrib]) -> Entry | None:
+        if not cs:
+            return None
+        sig = frozenset(id(c) for c in cs)
+        if sig in self._cache:
+            return self._cache[sig]
+        e = self._merge(cs)
+        self._cache[sig] = e
+        return e
+
+    def _merge(self, cs: list[Contrib]) -> Entry | None:
+        deny_e = [c for c in cs if c[1] and not c[2]]
+        if deny_e:
+            return Entry(True, None, False, frozenset(c[4] for c in deny_e))
+        allow_e = [c for c in cs if not c[1] and not c[2]]
+        deny_a = [c for c in cs if c[1] and c[2]]
+        if allow_e:
+            l7 = _merge_l7(allow_e)
+            if deny_a:
+                return Entry(True, l7, True, frozenset(c[4] for c in deny_a))
+            return Entry(False, l7, False, frozenset(c[4] for c in allow_e))
+        if self.enforced:
+            return None  # default deny: audit-mode rules cannot change it
+        if deny_a:
+            return Entry(True, None, True, frozenset(c[4] for c in deny_a))
+        allow_a = [c for c in cs if not c[1] and c[2]]
+        if allow_a:
+            return Entry(False, _merge_l7(allow_a), True, frozenset(c[4] for c in allow_a))
+        return None
+
+
+def _merge_l7(cs: list[Contrib]) -> tuple[KafkaRule, ...] | None:
+    rules: list[KafkaRule] = []
+    for c in cs:
+        if c[3] is None:
+            return None
+        rules.extend(c[3])
+    return normalize_l7(rules)
+
+
+def _rule_blocks(rule: PolicyRule, policy_name: str) -> list[tuple[Block, tuple[KafkaRule, ...] | None]]:
+    if not rule.ports:
+        return [(ROOT, None)]
+    out: list[tuple[Block, tuple[KafkaRule, ...] | None]] = []
+    for pr in rule.ports:
+        if pr.http is not None:
+            raise NotSupported(
+                "L7 HTTP rules", f"policy {policy_name}: Palisade enforces Kafka L7 only; remove rules.http"
+            )
+        l7 = normalize_l7(pr.kafka) if pr.kafka is not None else None
+        for pp in pr.ports:
+            if pp.protocol == "ANY":
+                protos = [PROTO_TCP] if l7 is not None else [PROTO_TCP, PROTO_UDP, PROTO_SCTP]
+            else:
+                protos = [PROTO_NUMBERS[pp.protocol]]
+            for proto in protos:
+                if pp.port == 0:
+                    out.append(((proto, 0, 0), l7))
+                else:
+                    out.extend(
+                        ((proto, port, plen), l7) for port, plen in range_to_blocks(pp.port, pp.end_port)
+                    )
+    return out
+
+
+def _host_net(ip: str) -> IPNetwork:
+    addr = ipaddress.ip_address(ip)
+    return ipaddress.ip_network(f"{addr}/{addr.max_prefixlen}")
