@@ -8,6 +8,10 @@ ARCH  := x86
 BPF_SRC  := $(wildcard bpf/*.bpf.c)
 BPF_HDR  := $(wildcard bpf/lib/*.h) $(wildcard bpf/*.h)
 BPF_OBJ  := $(patsubst bpf/%.bpf.c,build/bpf/%.bpf.o,$(BPF_SRC))
+# Test programs of the loader (tests/bpf/progs), built next to the datapath objects.
+BPF_TEST_SRC := $(wildcard tests/bpf/progs/*.bpf.c)
+BPF_TEST_HDR := $(wildcard tests/bpf/progs/*.h)
+BPF_TEST_OBJ := $(patsubst tests/bpf/progs/%.bpf.c,build/bpf/test/%.bpf.o,$(BPF_TEST_SRC))
 PROTO_SRC := $(wildcard proto/*.proto proto/*/*.proto)
 
 .PHONY: all bootstrap bpf proto test test-fast demo bench lint clean
@@ -26,7 +30,11 @@ build/bpf/%.bpf.o: bpf/%.bpf.c $(BPF_HDR) build/vmlinux.h
 	@mkdir -p build/bpf
 	$(CLANG) -O2 -g -Wall -Werror -target bpf -D__TARGET_ARCH_$(ARCH) -Ibuild -Ibpf -c $< -o $@
 
-bpf: $(BPF_OBJ)
+build/bpf/test/%.bpf.o: tests/bpf/progs/%.bpf.c $(BPF_TEST_HDR) build/vmlinux.h
+	@mkdir -p build/bpf/test
+	$(CLANG) -O2 -g -Wall -Werror -target bpf -D__TARGET_ARCH_$(ARCH) -Ibuild -Itests/bpf/progs -c $< -o $@
+
+bpf: $(BPF_OBJ) $(BPF_TEST_OBJ)
 
 proto: build/.proto.stamp
 
