@@ -107,6 +107,8 @@ class RuntimeConfig:
                 f"{p!r} must not end with a hex digit (0-9, a-f): host veths are <prefix><hex hash>",
                 field="prefix",
             )
+        if not isinstance(self.pod_cidr, str):
+            raise PodError(f"expected a string like 10.200.0.0/16, got {self.pod_cidr!r}", field="pod_cidr")
         net = self.network  # validates pod_cidr
         if net.prefixlen < 8 or net.prefixlen > 30:
             raise PodError(f"{self.pod_cidr!r}: prefix length must be between /8 and /30", field="pod_cidr")
@@ -119,10 +121,24 @@ class RuntimeConfig:
         ):
             raise PodError(f"{self.cgroup_root!r} must be an absolute directory path", field="cgroup_root")
         nsp = self.netns_name_prefix
-        if not re.fullmatch(r"[A-Za-z0-9.-]{0,64}_", nsp):
+        if not isinstance(nsp, str) or not re.fullmatch(r"[A-Za-z0-9.-]{0,64}_", nsp):
             raise PodError(
                 f"{nsp!r} must be up to 64 of A-Z a-z 0-9 . - followed by '_'", field="netns_prefix"
             )
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> RuntimeConfig:
+        """Inverse of ``to_dict``; unknown fields are errors naming the field."""
+        if not isinstance(data, Mapping):
+            raise PodError(f"expected a mapping, got {type(data).__name__}", field="runtime")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise PodError(f"unknown field {unknown[0]!r}", field=f"runtime.{unknown[0]}")
+        return cls(**dict(data))
 
     @property
     def network(self) -> ipaddress.IPv4Network:

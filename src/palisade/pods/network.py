@@ -328,9 +328,12 @@ def delete_route(ip: str, oif: int | None = None) -> bool:
                 (errno.ESRCH, errno.ENOENT),
                 ipr.route,
                 "del",
-                dst=f"{ip}/32",
+                dst=ip,
+                dst_len=32,
                 oif=route.get("oif"),
                 table=RT_TABLE_MAIN,
+                scope=route["scope"],
+                proto=route["proto"],
             )
         return removed
 

@@ -69,21 +69,20 @@ class PodRuntime:
     # --- node ------------------------------------------------------------------------------------------
 
     def setup_node(self) -> None:
-        """Prepare the node: router dummy interface with the router address, IPv4 forwarding, cgroup root.
+        """Prepare the node: router interface with the router address, IPv4 forwarding, cgroup root.
 
         Idempotent. Raises PodError if the cgroup root is not on a cgroup2 mount or the router address is
         taken by another interface.
         """
         with self._lock:
             parent = os.path.dirname(self.cgroup_root)
-            if not os.path.exists(os.path.join(parent, "cgroup.controllers")) and not os.path.isdir(
-                self.cgroup_root
-            ):
-                raise PodError(f"{parent} is not a cgroup2 directory", field="cgroup_root")
-            os.makedirs(self.cgroup_root, exist_ok=True)
-            if not os.path.exists(os.path.join(self.cgroup_root, "cgroup.controllers")):
+            on_cgroup2 = os.path.exists(
+                os.path.join(self.cgroup_root, "cgroup.controllers")
+            ) or os.path.exists(os.path.join(parent, "cgroup.controllers"))
+            if not on_cgroup2:
                 raise PodError(f"{self.cgroup_root} is not on a cgroup2 mount", field="cgroup_root")
-            network.ensure_router(self.config)
+            network.ensure_router(self.config)  # checks the router address before creating anything
+            os.makedirs(self.cgroup_root, exist_ok=True)
 
     def teardown_node(self) -> Leftovers:
         """Delete every pod of this runtime, the router interface and the cgroup root. Returns what it found.
