@@ -399,7 +399,7 @@ FILTER_FLAGS = (
 )  # fmt: skip
 
 
-def parse_identity(value: str) -> int:
+def parse_identity(value: str, flag: str = "--identity") -> int:
     from palisade.observe.flow import RESERVED_IDENTITIES
 
     for num, name in RESERVED_IDENTITIES.items():
@@ -409,12 +409,12 @@ def parse_identity(value: str) -> int:
         ident = int(value, 10)
     except ValueError:
         raise FilterError(
-            "--identity",
+            flag,
             f"invalid security identity {value!r}: expected a number or one of "
             + ", ".join(RESERVED_IDENTITIES.values()),
         ) from None
     if not 0 <= ident <= 0xFFFFFFFF:
-        raise FilterError("--identity", f"identity out of range: {ident}")
+        raise FilterError(flag, f"identity out of range: {ident}")
     return ident
 
 
@@ -520,6 +520,14 @@ class FlowFilterBuilder:
         return self._white.flow_filters(), self._black.flow_filters()
 
     def _set(self, t: _Tracker, name: str, val: str) -> None:
+        try:
+            self._set_one(t, name, val)
+        except FilterError as exc:
+            if exc.path.startswith(f"--{name}"):
+                raise FilterError(f"--{name}", exc.message) from None
+            raise
+
+    def _set_one(self, t: _Tracker, name: str, val: str) -> None:
         flag = f"--{name}"
         if name == "pod":
             t.on_left(lambda f: f.source_pod.append(val))
@@ -553,7 +561,7 @@ class FlowFilterBuilder:
             else:
                 t.both(lambda f: f.destination_label.append(val))
         elif name in ("identity", "from-identity", "to-identity"):
-            ident = parse_identity(val)
+            ident = parse_identity(val, flag)
             if name == "identity":
                 t.on_left(lambda f: f.source_identity.append(ident))
                 t.on_right(lambda f: f.destination_identity.append(ident))
