@@ -160,12 +160,15 @@ def _metadata(req: KafkaRequest, root: StructLayout, code: int) -> dict[str, Any
     for t in req.body.get("Topics") or ():
         tid = t.get("TopicId", ZERO_UUID)
         by_id = t.get("Name") is None and tid != ZERO_UUID
+        name = t.get("Name")
+        if name is None and req.api_version < 12:
+            name = ""  # v10/11 responses cannot carry a null name (Kafka rejects such requests as invalid)
         topics.append(
             fill(
                 t_l,
                 {
                     "ErrorCode": code,
-                    "Name": None if by_id else t["Name"],
+                    "Name": name,
                     "TopicId": tid if by_id else ZERO_UUID,
                     "IsInternal": False,
                     "Partitions": [],
