@@ -10,6 +10,8 @@ from __future__ import annotations
 import ctypes
 import errno
 import socket
+import struct
+import sys
 from dataclasses import dataclass
 from typing import Literal
 
@@ -185,15 +187,35 @@ def tc_list(iface: int | str, direction: Direction) -> list[TcFilterInfo]:
             opts = msg.get_attr("TCA_OPTIONS")
             if opts is None:
                 continue
-            prog_id = opts.get_attr("TCA_BPF_ID") or 0
-            flags = opts.get_attr("TCA_BPF_FLAGS") or 0
+            # pyroute2 0.9.7 does not decode TCA_BPF_ID: parse the nested attributes from the raw bytes
+            attrs = parse_nlattrs(bytes(opts.data[opts.offset + 4 : opts.offset + opts.length]))
             out.append(
                 TcFilterInfo(
                     handle=int(msg["handle"]),
                     priority=int(msg["info"]) >> 16,
-                    prog_id=int(prog_id),
-                    name=str(opts.get_attr("TCA_BPF_NAME") or ""),
-                    direct_action=bool(flags & 1),
+                    prog_id=int.from_bytes(attrs.get(TCA_BPF_ID, b"\0\0\0\0")[:4], sys.byteorder),
+                    name=attrs.get(TCA_BPF_NAME, b"").rstrip(b"\0").decode(errors="replace"),
+                    direct_action=bool(
+                        int.from_bytes(attrs.get(TCA_BPF_FLAGS, b"\0\0\0\0")[:4], sys.byteorder) & 1
+                    ),
                 )
             )
+    return out
+
+
+TCA_BPF_NAME = 7
+TCA_BPF_FLAGS = 8
+TCA_BPF_ID = 11
+
+
+def parse_nlattrs(data: bytes) -> dict[int, bytes]:
+    """Netlink attributes (u16 len, u16 type, payload padded to 4) -> {type: payload} (pure)."""
+    out: dict[int, bytes] = {}
+    off = 0
+    while off + 4 <= len(data):
+        length, atype = struct.unpack_from("=HH", data, off)
+        if length < 4 or off + length > len(data):
+            break
+        out[atype & 0x3FFF] = data[off + 4 : off + length]
+        off += (length + 3) & ~3
     return out
