@@ -10,7 +10,7 @@ import os
 from collections.abc import Iterator
 
 import pytest
-from podkit import PodFactory, make_config
+from podkit import PodFactory, make_config, sweep_stale_sessions
 
 from palisade.pods.runtime import PodRuntime
 
@@ -19,6 +19,7 @@ from palisade.pods.runtime import PodRuntime
 def runtime() -> Iterator[PodRuntime]:
     if os.geteuid() != 0:
         pytest.fail("the pod runtime tests need root (they create netns, veths and cgroups)")
+    sweep_stale_sessions()
     rt = PodRuntime(make_config())
     try:
         rt.setup_node()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import subprocess
 import sys
 import time
@@ -16,7 +17,7 @@ from pathlib import Path
 
 from pyroute2 import IPRoute
 
-from palisade.pods import cgroups
+from palisade.pods import cgroups, network
 from palisade.pods.model import PodHandle, RuntimeConfig
 from palisade.pods.runtime import PodRuntime
 
@@ -65,6 +66,45 @@ def free_cidr(salt: int = 0) -> str:
     raise RuntimeError("no free /24 in 10.240.0.0/12")
 
 
+def sweep_stale_sessions() -> list[str]:
+    """Tear down what earlier test sessions left when they were killed before their cleanup ran.
+
+    A session's cgroup root is ``palisade-test-<tag><pid in base36>z`` on the cgroup2 mount; when that pid
+    no longer exists, the session is dead and everything with its prefix is removed (its router interface
+    ``<prefix>_h`` tells the CIDR). Sessions whose pid is alive are never touched.
+    """
+    mount = cgroups.find_cgroup2_mount()
+    swept = []
+    for entry in sorted(os.listdir(mount)):
+        m = re.fullmatch(r"palisade-test-([a-z])([0-9a-z]{1,5})z", entry)
+        if m is None or os.path.exists(f"/proc/{int(m.group(2), 36)}"):
+            continue
+        prefix = f"{m.group(1)}{m.group(2)}z"
+        router_name = f"{prefix}_h"
+        with IPRoute() as ipr:
+            links = [link for link in ipr.link("dump") if link.get("ifname") == router_name]
+            addrs = (
+                [a.get("address") for a in ipr.addr("dump", family=2, index=links[0]["index"])]
+                if links
+                else []
+            )
+        if addrs:
+            cidr = str(ipaddress.IPv4Network(f"{addrs[0]}/24", strict=False))
+            PodRuntime(
+                RuntimeConfig(
+                    prefix=prefix, pod_cidr=cidr, router_name=router_name, cgroup_root=f"{mount}/{entry}"
+                )
+            ).teardown_node()
+        else:  # the router goes last: without it, only the (empty) cgroup root can be left
+            cgroups.remove_if_empty(f"{mount}/{entry}")
+        with IPRoute() as ipr:  # helper links tests made by hand (<prefix>_t, <prefix>_peer, ...)
+            for link in ipr.link("dump"):
+                if str(link.get("ifname", "")).startswith(f"{prefix}_"):
+                    network.delete_link(link.get("ifname"))
+        swept.append(entry)
+    return swept
+
+
 def make_config(tag: str = "p", salt: int = 0) -> RuntimeConfig:
     prefix = unique_prefix(tag)
     return RuntimeConfig(
@@ -91,8 +131,6 @@ class PodFactory:
 
     def ip(self) -> str:
         """Lowest address of the runtime's CIDR not used by any live pod (the session shares the CIDR)."""
-        from palisade.pods import network
-
         taken = set(network.list_pod_routes(self.rt.config))
         for host in self.rt.config.network.hosts():
             s = str(host)

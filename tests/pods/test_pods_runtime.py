@@ -19,7 +19,7 @@ import pytest
 from podkit import NETPROBE, PORT, PodFactory, make_config, start_server, wait_for_line
 from pyroute2 import IPRoute
 
-from palisade.pods import cgroups, network
+from palisade.pods import cgroups, network, process
 from palisade.pods.model import PodError, PodExists, PodHandle, PodNotFound, RuntimeConfig
 from palisade.pods.runtime import PodRuntime
 
@@ -100,12 +100,11 @@ def test_three_pods_in_two_namespaces_reach_each_other_and_the_router(
     for p in all_pods:
         start_server(runtime, p, tmp_path)
     router = runtime.config.router_ip
+    # The router-side server runs in the host netns bound to the router address; it lives in a hostNetwork
+    # pod's cgroup only so that cleanup (even of a killed session) finds it.
+    host = pods.pod("gamma", "router-side", host_network=True)
     host_log = tmp_path / "router-server.log"
-    with open(host_log, "wb") as log:
-        server = subprocess.Popen(
-            [sys.executable, NETPROBE, "serve", str(PORT), router], stdout=log, stderr=log
-        )
-    pods.procs.append(server)
+    runtime.spawn(host, [sys.executable, NETPROBE, "serve", str(PORT), router], str(host_log))
     wait_for_line(str(host_log), "ready")
 
     for src in all_pods:
@@ -556,3 +555,50 @@ def test_setup_node_refuses_a_router_address_in_use(runtime: PodRuntime) -> None
         assert not os.path.exists(runtime.cgroup_root + "-clash"), "nothing is half-created"
     finally:
         cgroups.remove_if_empty(runtime.cgroup_root + "-clash")
+
+
+def test_setup_node_refuses_a_cidr_with_addresses_already_on_the_host(runtime: PodRuntime) -> None:
+    cfg = make_config("a", salt=3)
+    probe_if = f"{cfg.prefix}_t"
+    ip = str(cfg.network.network_address + 20)
+    subprocess.run(
+        ["ip", "link", "add", probe_if, "type", "veth", "peer", "name", f"{cfg.prefix}_u"], check=True
+    )
+    try:
+        subprocess.run(["ip", "addr", "add", f"{ip}/32", "dev", probe_if], check=True)
+        with pytest.raises(PodError, match=f"address {ip} in the pod CIDR") as err:
+            PodRuntime(cfg).setup_node()
+        assert err.value.field == "pod_cidr"
+        assert not link_exists(cfg.router_ifname)
+    finally:
+        subprocess.run(["ip", "link", "del", probe_if], check=False)
+
+
+@pytest.mark.parametrize("use_cgroup_kill", [True, False])
+def test_kill_all_empties_a_cgroup_with_forking_processes(
+    runtime: PodRuntime, tmp_path: Path, use_cgroup_kill: bool
+) -> None:
+    cg = f"{runtime.cgroup_root}/killtest-{int(use_cgroup_kill)}-{os.getpid()}"
+    cgroups.create(cg)
+    procs = []
+    try:
+        for argv in (
+            ["sh", "-c", "while :; do sleep 0.05; done"],
+            ["sh", "-c", "sleep 60 & sleep 60 & wait"],
+        ):
+            procs.append(process.spawn(None, cg, argv, str(tmp_path / "kill.log")))
+        deadline = time.monotonic() + 5
+        while len(cgroups.procs(cg)) < 5 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert len(cgroups.procs(cg)) >= 4
+        cgroups.kill_all(cg, use_cgroup_kill=use_cgroup_kill)
+        assert cgroups.procs(cg) == [] and not cgroups.populated(cg)
+        for p in procs:
+            assert p.wait(timeout=5) == -signal.SIGKILL
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        cgroups.remove(cg)
+    assert not os.path.exists(cg)

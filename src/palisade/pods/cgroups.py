@@ -99,16 +99,17 @@ def populated(path: str) -> bool:
     return bool(procs(path))
 
 
-def kill_all(path: str, timeout: float = 5.0) -> None:
+def kill_all(path: str, timeout: float = 5.0, *, use_cgroup_kill: bool | None = None) -> None:
     """SIGKILL every process in the cgroup (and below) and wait until it is empty.
 
     Uses cgroup.kill (Linux 5.14+; race-free even against forks), else signals each pid in cgroup.procs until
-    none is left. Raises PodError if processes remain after ``timeout`` seconds (e.g. stuck in the kernel).
+    none is left (``use_cgroup_kill`` forces one way; None picks by what the kernel offers). Raises PodError
+    if processes remain after ``timeout`` seconds (e.g. stuck in the kernel).
     """
     if not os.path.isdir(path):
         return
     kill_file = os.path.join(path, "cgroup.kill")
-    use_kill_file = os.path.exists(kill_file)
+    use_kill_file = os.path.exists(kill_file) if use_cgroup_kill is None else use_cgroup_kill
     deadline = time.monotonic() + timeout
     delay = 0.001
     while True:

@@ -167,16 +167,21 @@ def ensure_router(cfg: RuntimeConfig) -> int:
     """
     router = cfg.router_ip
     name, peer = cfg.router_ifname, cfg.router_peer_ifname
+    net = cfg.network
     with IPRoute() as ipr:
         for addr in ipr.addr("dump", family=2):
-            if addr.get("address") == router:
-                owner = ipr.link("get", index=addr["index"])[0].get("ifname")
-                if owner != name:
-                    raise PodError(
-                        f"router address {router} of {cfg.pod_cidr} is already on interface {owner}: "
-                        "choose another pod CIDR",
-                        field="pod_cidr",
-                    )
+            local = addr.get("address")
+            if local is None or ipaddress.IPv4Address(local) not in net:
+                continue
+            owner = ipr.link("get", index=addr["index"])[0].get("ifname")
+            if local == router and owner == name:
+                continue
+            what = "router address" if local == router else "address"
+            raise PodError(
+                f"{what} {local} in the pod CIDR {cfg.pod_cidr} is already on interface {owner}: "
+                "choose another pod CIDR",
+                field="pod_cidr",
+            )
         link = _link(ipr, name)
         if link is None:
             try:
