@@ -76,3 +76,22 @@ def test_flow_log_writer_counts_what_it_missed(tmp_path: Path) -> None:
     w.drain()
     w.stop()
     assert s.lost.get("flowlog") == 12 and w.written == 8
+
+
+def test_pipeline_flow_log_end_to_end(tmp_path: Path) -> None:
+    from palisade.observe.pipeline import FlowPipeline
+
+    store = FlowStore(1024)
+    pipe = FlowPipeline(enricher(), store).start()
+    writer = pipe.start_flow_log(tmp_path / "log" / "flows.json", max_bytes=4096, keep=3)
+    try:
+        for _ in range(5):
+            pipe.ingest(flows())
+    finally:
+        pipe.stop()
+        writer.stop()
+    files = writer.log.files()
+    assert len(files) == 3 and all(p.stat().st_size <= 4096 for p in files)
+    newest = [json.loads(line) for line in files[0].read_text().splitlines()]
+    assert newest[-1]["flow"]["Summary"] == "TCP Flags: ACK, FIN"  # F13, the last flow ingested
+    assert writer.written == 70 and store.lost.get("flowlog") == 0

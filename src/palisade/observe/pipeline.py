@@ -17,6 +17,7 @@ batch) and counts metrics.
 
 from __future__ import annotations
 
+import os
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
@@ -25,7 +26,7 @@ from palisade.datapath.events import DatapathEvent
 from palisade.errors import NotSupported
 from palisade.observe.flow import Enricher, FlowBuilder, FlowRecord
 from palisade.observe.metrics import ObserveMetrics
-from palisade.observe.store import FlowStore
+from palisade.observe.store import FlowLog, FlowLogWriter, FlowStore
 
 Decoder = Callable[[bytes], DatapathEvent]
 
@@ -176,6 +177,19 @@ class FlowPipeline:
         self.processed += len(out)
         self.metrics.set_ring(len(store), store.capacity)
         return out
+
+    def start_flow_log(
+        self, path: str | os.PathLike[str], *, max_bytes: int = 10 * 1024 * 1024, keep: int = 5
+    ) -> FlowLogWriter:
+        """Write every stored flow as a JSON line (``-o json`` shape) to ``path``, rotated by size; the writer
+        follows the ring in its own thread (stop it with ``.stop()``)."""
+        from palisade.observe.render import json_line
+        from palisade.observe.server import flow_response
+
+        def render(rec: FlowRecord) -> str:
+            return json_line(flow_response(rec), strict=False)
+
+        return FlowLogWriter(self.store, FlowLog(path, max_bytes=max_bytes, keep=keep), render).start()
 
     def invalidate(self) -> None:
         """Identities, pods or policies changed: drop cached enrichment (new flows see the change)."""
