@@ -423,9 +423,7 @@ class PodRuntime:
             netns_path = cfg.netns_path(namespace, name)
             if os.path.lexists(netns_path):
                 raise PodExists(f"network namespace {netns_path} of pod {namespace}/{name} exists")
-            host_if = cfg.host_ifname(namespace, name)
-            if network.link_info(host_if) is not None:
-                raise PodExists(f"interface {host_if} of pod {namespace}/{name} exists")
+            # (the host veth name is checked by network.create_pod_network before it creates anything)
 
     def _kill_netns_processes(self, netns_path: str) -> bool:
         """SIGKILL processes that sit in the pod's netns outside its cgroup (e.g. `ip netns exec` shells)."""
