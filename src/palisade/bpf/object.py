@@ -61,7 +61,7 @@ def encode_rodata(var: DatasecVar, value: RodataValue) -> bytes:
         except OverflowError:
             sign = "signed" if s.signed else "unsigned"
             raise BpfError(
-                f"{where}: {value} does not fit a {sign} {var.size}-byte int", errno=errno.EINVAL
+                f"{where}: {value} does not fit in {var.size} bytes ({sign})", errno=errno.EINVAL
             ) from None
     if isinstance(value, str):
         value = value.encode()
@@ -492,8 +492,9 @@ class BpfObject:
 
     def load(self, *, log_level: int = 0, verifier_stats: bool = False, log_size: int = 4 << 20) -> BpfObject:
         """Create maps, verify and JIT programs. verifier_stats: collect the verifier's summary per program
-        (Program.verifier_stats); log_level 1/2: keep the full verifier log per program (Program.verifier_log),
-        in a buffer of log_size bytes each. Raises BpfError (with .log) and closes the object on failure."""
+        (Program.verifier_stats); log_level: keep the verifier log per program (Program.verifier_log) in a
+        buffer of log_size bytes each (1: summary and branch states, 2: every instruction; a log longer than the
+        buffer fails the load with ENOSPC). Raises BpfError (with .log) and closes the object on failure."""
         if self._ptr is None:
             raise BpfError(f"{self.path}: load() after close()", errno=errno.EBADF)
         if self.loaded:
@@ -510,9 +511,9 @@ class BpfObject:
                     f"{prog.name}: log buffer",
                 )
                 L.check(L.func("bpf_program__set_log_level")(prog.ptr, level), f"{prog.name}: log level")
-        aside: list[tuple[str, str]] = []
+        aside: list[tuple[str, int]] = []  # (pin path, fd of the incompatible map it held)
         try:
-            aside = self._check_pins()
+            self._check_pins(aside)
             with L.capture() as msgs:
                 t0 = time.perf_counter_ns()
                 ret = int(L.func("bpf_object__load")(self._ptr))
@@ -520,15 +521,13 @@ class BpfObject:
             if ret < 0:
                 raise self._load_error(-ret, L.joined(msgs))
         except BaseException:
-            for old, tmp in aside:  # nothing half-applied: put replaced pins back
-                try:
-                    os.replace(tmp, old)
-                except OSError:
-                    pass
+            for path, fd in aside:  # nothing half-applied: pin the old maps again
+                L.func("bpf_obj_pin")(fd, os.fsencode(path))
+                L.close_fd(fd)
             self.close()
             raise
-        for _old, tmp in aside:
-            Map.unpin(tmp)
+        for _path, fd in aside:
+            L.close_fd(fd)
         self.loaded = True
         for prog in self._programs.values():
             if prog._log_buf is not None:
@@ -545,9 +544,9 @@ class BpfObject:
         where = f", program {prog_name!r}" if prog_name else ""
         return L.error(f"load BPF object {self.path}{where}", err, vlog or output)
 
-    def _check_pins(self) -> list[tuple[str, str]]:
-        """Compare existing pins with the maps about to be created; move incompatible ones aside."""
-        aside: list[tuple[str, str]] = []
+    def _check_pins(self, aside: list[tuple[str, int]]) -> None:
+        """Compare existing pins with the maps about to be created; unpin incompatible ones, keeping an fd in
+        ``aside`` so a failed load can pin them back (bpffs has no rename)."""
         for name, m in self._map_ptrs.items():
             raw = L.func("bpf_map__pin_path")(m)
             if not raw:
@@ -578,12 +577,11 @@ class BpfObject:
                 raise BpfError(
                     f"map {name}: pinned map at {path} is incompatible ({diff})", errno=errno.EEXIST
                 )
-            tmp = f"{path}.old-{os.getpid()}"
-            os.replace(path, tmp)
-            aside.append((path, tmp))
+            old_fd = obj_get(path)
+            aside.append((path, old_fd))
+            os.unlink(path)
             self.replaced_pins.append(ReplacedPin(path, diff))
             log.warning("map %s: replacing incompatible pinned map %s (%s)", name, path, diff)
-        return aside
 
     # --------------------------------------------------------------------------------- access
 
