@@ -52,6 +52,9 @@ def find(capture: str, direction: str, api_key: int, api_version: int, nth: int 
     hits = [
         f.frame
         for f in corpus()
-        if f.capture == capture and f.dir == direction and f.api_key == api_key and f.api_version == api_version
+        if f.capture == capture
+        and f.dir == direction
+        and f.api_key == api_key
+        and f.api_version == api_version
     ]
     return hits[nth]

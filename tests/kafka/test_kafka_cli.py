@@ -58,7 +58,11 @@ def test_known_values() -> None:
     assert fetch["api_version"] == 16 and fetch["client_id"] == "ck-consumer"
     assert fetch["topics"] == [] and fetch["topic_ids"] == ["01a21337-ddcb-7463-90c2-4fe38b99620a"]
     produce = next(x for x in lines if x["api_key"] == "Produce" and x["dir"] == "c2s")
-    assert produce["api_key_num"] == 0 and produce["api_version"] == 10 and produce["topics"] == ["cap-confluent"]
+    assert (
+        produce["api_key_num"] == 0
+        and produce["api_version"] == 10
+        and produce["topics"] == ["cap-confluent"]
+    )
     _, lines, _ = _decode(CAPTURES / "aiokafka.jsonl")
     assert lines[0]["api_key"] == "ApiVersions" and lines[0]["api_version"] == 0
     assert lines[1]["api_key"] == "ApiVersions" and lines[1]["dir"] == "s2c"
@@ -84,7 +88,9 @@ def test_unmatched_response_and_bad_frame_are_error_lines(tmp_path: Path) -> Non
     assert [list(x) for x in lines] == [KEYS] * 4
     assert lines[0]["correlation_id"] == 7 and lines[0]["api_key"] is None
     assert "no request with correlation id 7" in lines[0]["error"]
-    assert lines[1]["api_key"] == "Metadata" and lines[1]["correlation_id"] == 9 and lines[1]["client_id"] == "a"
+    assert (
+        lines[1]["api_key"] == "Metadata" and lines[1]["correlation_id"] == 9 and lines[1]["client_id"] == "a"
+    )
     assert lines[1]["error"].startswith("offset 12:")
     assert lines[2]["api_key_num"] == 32767 and "unknown api key" in lines[2]["error"]
     assert lines[3]["api_key"] == "Metadata" and lines[3]["error"].startswith("offset 4:")

@@ -105,8 +105,11 @@ def test_metadata(capture: str, version: int) -> None:
 
 def test_metadata_by_id_and_all_topics() -> None:
     tid = "01a21337-ddcb-7463-90c2-4fe38b99620a"
-    body_ = {"Topics": [{"TopicId": tid, "Name": None}], "AllowAutoTopicCreation": False,
-             "IncludeTopicAuthorizedOperations": False}
+    body_ = {
+        "Topics": [{"TopicId": tid, "Name": None}],
+        "AllowAutoTopicCreation": False,
+        "IncludeTopicAuthorizedOperations": False,
+    }
     req = parse_request(encode_request_frame(3, 12, 42, "c", body_))
     assert req.topic_ids == (tid,) and req.topics == ()
     _, b = _deny(req)
@@ -213,7 +216,9 @@ def test_apiversions_uses_response_header_v0() -> None:
 def test_api_without_error_code_is_refused() -> None:
     # DescribeConfigs (32) has no top-level ErrorCode and no builder of its own
     req = parse_request(
-        encode_request_frame(32, 4, 1, "c", {"Resources": [], "IncludeSynonyms": False, "IncludeDocumentation": False})
+        encode_request_frame(
+            32, 4, 1, "c", {"Resources": [], "IncludeSynonyms": False, "IncludeDocumentation": False}
+        )
     )
     with pytest.raises(KafkaEncodeError):
         error_response(req)

@@ -147,7 +147,7 @@ def test_tracker_out_of_order_flag() -> None:
     t = ConnectionTracker()
     t.expect(18, 0, 1)
     t.expect(18, 0, 2)
-    resp2 = bytes.fromhex("00000002" "0000" "00000000")  # ApiVersions v0: corr, ErrorCode, ApiKeys=[]
+    resp2 = bytes.fromhex("00000002000000000000")  # ApiVersions v0: corr, ErrorCode, ApiKeys=[]
     ex = t.response(resp2)
     assert ex.out_of_order and ex.response.body == {"ErrorCode": 0, "ApiKeys": []}
 
@@ -163,10 +163,13 @@ def test_apiversions_downgraded_to_v0_on_unsupported_version() -> None:
     # A broker that does not support ApiVersions v4 answers v0 with UNSUPPORTED_VERSION (35).
     t = ConnectionTracker()
     t.expect(18, 4, 7)
-    frame = bytes.fromhex("00000007" "0023" "00000001" "0012" "0000" "0003")
+    frame = bytes.fromhex("00000007002300000001001200000003")
     ex = t.response(frame)
     assert ex.response.api_version == 0
-    assert ex.response.body == {"ErrorCode": 35, "ApiKeys": [{"ApiKey": 18, "MinVersion": 0, "MaxVersion": 3}]}
+    assert ex.response.body == {
+        "ErrorCode": 35,
+        "ApiKeys": [{"ApiKey": 18, "MinVersion": 0, "MaxVersion": 3}],
+    }
 
 
 # ------------------------------------------------------------------------------------------ varints

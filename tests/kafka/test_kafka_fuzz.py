@@ -44,7 +44,9 @@ def test_random_request_bytes(data: bytes) -> None:
 @FUZZ
 @given(
     st.sampled_from(api_keys()).flatmap(
-        lambda k: st.tuples(st.just(k), st.sampled_from(range(message_spec(k, "request").valid_versions.high + 1)))  # type: ignore[union-attr]
+        lambda k: st.tuples(
+            st.just(k), st.sampled_from(range(message_spec(k, "request").valid_versions.high + 1))
+        )  # type: ignore[union-attr]
     ),
     st.binary(max_size=300),
 )
@@ -123,14 +125,30 @@ def _fetch11(topics_count: bytes) -> bytes:
         (struct.pack(">hhih", 3, 5, 1, 50) + b"x", 8, "client_id: length 50 runs past"),
         (_fetch11(struct.pack(">i", 0x7FFFFFFF)), 36, "array count 2147483647 needs at least"),
         (_fetch11(struct.pack(">i", -2)), 36, "null or negative array count -2"),
-        (_fetch11(struct.pack(">ih", 1, 300) + b"abcdefgh"), 40, "FetchRequest.Topics[].Topic: length 300 runs past"),
+        (
+            _fetch11(struct.pack(">ih", 1, 300) + b"abcdefgh"),
+            40,
+            "FetchRequest.Topics[].Topic: length 300 runs past",
+        ),
         (_fetch11(struct.pack(">ih", 1, 2) + b"\xff\xfe" + bytes(8)), 42, "not valid UTF-8"),
         # flexible Metadata v12: topic count as an over-long varint
-        (struct.pack(">hhih", 3, 12, 1, 0) + b"\x00" + b"\x80\x80\x80\x80\x80\x01", 11, "longer than 5 bytes"),
+        (
+            struct.pack(">hhih", 3, 12, 1, 0) + b"\x00" + b"\x80\x80\x80\x80\x80\x01",
+            11,
+            "longer than 5 bytes",
+        ),
         # flexible Metadata v12: tag buffer claims a huge count
-        (struct.pack(">hhih", 3, 12, 1, 0) + b"\x00" + b"\x01\x00\x00" + b"\xff\xff\xff\xff\x0f", 14, "tagged fields cannot fit"),
+        (
+            struct.pack(">hhih", 3, 12, 1, 0) + b"\x00" + b"\x01\x00\x00" + b"\xff\xff\xff\xff\x0f",
+            14,
+            "tagged fields cannot fit",
+        ),
         # flexible: tagged field whose size runs past the end
-        (struct.pack(">hhih", 3, 12, 1, 0) + b"\x00" + b"\x01\x00\x00" + b"\x01\x05\x10", 15, "runs past the end"),
+        (
+            struct.pack(">hhih", 3, 12, 1, 0) + b"\x00" + b"\x01\x00\x00" + b"\x01\x05\x10",
+            15,
+            "runs past the end",
+        ),
     ],
 )
 def test_crafted_errors_name_the_offset(frame: bytes, offset: int, text: str) -> None:
@@ -142,7 +160,9 @@ def test_crafted_errors_name_the_offset(frame: bytes, offset: int, text: str) ->
 
 def test_duplicate_and_missized_tagged_fields() -> None:
     base = struct.pack(">hhih", 1, 12, 1, 0) + b"\x00"  # Fetch v12, header v2
-    body = struct.pack(">iiiibii", -1, 500, 1, 1, 0, 0, -1) + b"\x01" + b"\x01" + b"\x01"  # no topics, rack ''
+    body = (
+        struct.pack(">iiiibii", -1, 500, 1, 1, 0, 0, -1) + b"\x01" + b"\x01" + b"\x01"
+    )  # no topics, rack ''
     # tag buffer: 1 field | tag 0 (ClusterId) | size 1 | compact string len 0+1 = ""
     ok = parse_request(base + body + b"\x01\x00\x01\x01")
     assert ok.body["ClusterId"] == ""
@@ -161,8 +181,13 @@ def test_huge_counts_do_not_allocate() -> None:
         _fetch11(struct.pack(">i", 0x7FFFFFFF)),
         struct.pack(">hhih", 3, 12, 1, 0) + b"\x00" + b"\xff\xff\xff\xff\x0f" + bytes(64),
         # []int32 with a huge count (OffsetFetch v3 PartitionIndexes)
-        struct.pack(">hhih", 9, 3, 1, 0) + struct.pack(">h", 1) + b"g" + struct.pack(">ih", 1, 1) + b"t"
-        + struct.pack(">i", 0x7FFFFFFF) + bytes(16),
+        struct.pack(">hhih", 9, 3, 1, 0)
+        + struct.pack(">h", 1)
+        + b"g"
+        + struct.pack(">ih", 1, 1)
+        + b"t"
+        + struct.pack(">i", 0x7FFFFFFF)
+        + bytes(16),
     ]
     tracemalloc.start()
     try:

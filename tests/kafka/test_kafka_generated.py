@@ -31,7 +31,9 @@ def test_every_api_and_version_is_covered() -> None:
 
 
 @pytest.mark.parametrize(("api_key", "kind", "version"), CASES, ids=lambda x: str(x))
-@settings(max_examples=5, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@settings(
+    max_examples=5, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large]
+)
 @given(data=st.data())
 def test_generated_body_round_trips(api_key: int, kind: str, version: int, data: st.DataObject) -> None:
     lay = layout(api_key, kind, version)  # type: ignore[arg-type]

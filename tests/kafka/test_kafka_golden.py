@@ -184,7 +184,11 @@ def test_librdkafka_all_topics_metadata_trailing_bytes() -> None:
     # int32 count placeholder left over (WIRE-NOTES 3.6)
     assert frame.hex() == "0003000c00000003000772646b61666b610000000000010000"
     r = parse_request(frame)
-    assert r.body == {"Topics": None, "AllowAutoTopicCreation": False, "IncludeTopicAuthorizedOperations": False}
+    assert r.body == {
+        "Topics": None,
+        "AllowAutoTopicCreation": False,
+        "IncludeTopicAuthorizedOperations": False,
+    }
     assert r.trailing_bytes == 3
     assert r.topics == ()
 

@@ -77,7 +77,9 @@ def decode_capture(lines: IO[str]) -> tuple[list[dict[str, Any]], int]:
         try:
             frame = bytes.fromhex(ev["hex"])
         except (KeyError, TypeError, ValueError):
-            out.append(_line(conn, direction, None, None, None, None, [], [], f"line {lineno}: no valid 'hex'"))
+            out.append(
+                _line(conn, direction, None, None, None, None, [], [], f"line {lineno}: no valid 'hex'")
+            )
             failed += 1
             continue
         tracker = trackers.setdefault(conn, ConnectionTracker())
@@ -89,7 +91,17 @@ def decode_capture(lines: IO[str]) -> tuple[list[dict[str, Any]], int]:
                 try:
                     h = parse_request_header(frame)
                     out.append(
-                        _line(conn, direction, h.api_key, h.api_version, h.correlation_id, h.client_id, [], [], str(exc))
+                        _line(
+                            conn,
+                            direction,
+                            h.api_key,
+                            h.api_version,
+                            h.correlation_id,
+                            h.client_id,
+                            [],
+                            [],
+                            str(exc),
+                        )
                     )
                 except KafkaParseError:
                     key = int.from_bytes(frame[:2], "big", signed=True) if len(frame) >= 2 else None
@@ -123,7 +135,19 @@ def decode_capture(lines: IO[str]) -> tuple[list[dict[str, Any]], int]:
             out.append(_line(conn, direction, r.api_key, r.api_version, r.correlation_id, None, [], [], None))
         else:
             failed += 1
-            out.append(_line(conn, direction, None, None, None, None, [], [], f"line {lineno}: unknown dir {direction!r}"))
+            out.append(
+                _line(
+                    conn,
+                    direction,
+                    None,
+                    None,
+                    None,
+                    None,
+                    [],
+                    [],
+                    f"line {lineno}: unknown dir {direction!r}",
+                )
+            )
     return out, failed
 
 

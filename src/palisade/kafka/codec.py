@@ -78,7 +78,9 @@ def _check_list(x: Any) -> list[Any] | tuple[Any, ...]:
     raise TypeError(f"expected a list, got {type(x).__name__}")
 
 
-def _write_tags(out: bytearray, tags: list[tuple[int, bytes]], r: dict[str, Any], known: frozenset[int]) -> None:
+def _write_tags(
+    out: bytearray, tags: list[tuple[int, bytes]], r: dict[str, Any], known: frozenset[int]
+) -> None:
     u = r.get(UNKNOWN_TAGS)
     if u:
         if not isinstance(u, dict):
@@ -191,7 +193,9 @@ class _Generator:
                 fmt = ">" + "".join(FIXED_KINDS[x.kind][0] for x in run)
                 st = self._const("S", struct.Struct(fmt))
                 names = [var() for _ in run]
-                body.append(f"{', '.join(names)}{',' if len(names) == 1 else ''} = {st}.unpack_from(buf, pos)")
+                body.append(
+                    f"{', '.join(names)}{',' if len(names) == 1 else ''} = {st}.unpack_from(buf, pos)"
+                )
                 body.append(f"pos += {struct.calcsize(fmt)}")
                 for x, v in zip(run, names, strict=True):
                     if x.kind == "uuid":
@@ -226,7 +230,9 @@ class _Generator:
         body.append("else:")
         body.append(f"    {target}, pos = _uv(buf, pos)")
 
-    def dec_length(self, f: FieldLayout, flexible: bool, wide: bool, path: str, what: str, body: list[str]) -> None:
+    def dec_length(
+        self, f: FieldLayout, flexible: bool, wide: bool, path: str, what: str, body: list[str]
+    ) -> None:
         """Read a length / count into ``n``; sets ``n = -1`` for null. ``p0`` holds the prefix offset."""
         body.append("p0 = pos")
         if flexible:

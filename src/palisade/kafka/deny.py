@@ -256,13 +256,22 @@ def _offset_fetch(req: KafkaRequest, root: StructLayout, code: int) -> dict[str,
         groups = [
             fill(
                 g_l,
-                {"GroupId": g["GroupId"], "Topics": topics_for(_sub(g_l, "Topics"), g.get("Topics")), "ErrorCode": 0},
+                {
+                    "GroupId": g["GroupId"],
+                    "Topics": topics_for(_sub(g_l, "Topics"), g.get("Topics")),
+                    "ErrorCode": 0,
+                },
             )
             for g in req.body["Groups"]
         ]
         return fill(root, {"ThrottleTimeMs": 0, "Groups": groups})
     return fill(
-        root, {"ThrottleTimeMs": 0, "Topics": topics_for(_sub(root, "Topics"), req.body.get("Topics")), "ErrorCode": 0}
+        root,
+        {
+            "ThrottleTimeMs": 0,
+            "Topics": topics_for(_sub(root, "Topics"), req.body.get("Topics")),
+            "ErrorCode": 0,
+        },
     )
 
 
@@ -293,7 +302,9 @@ def _delete_topics(req: KafkaRequest, root: StructLayout, code: int) -> dict[str
     if "Topics" in req.body:  # v6+: by name or by id
         for t in req.body["Topics"]:
             results.append(
-                fill(t_l, {"Name": t["Name"], "TopicId": t["TopicId"], "ErrorCode": code, "ErrorMessage": None})
+                fill(
+                    t_l, {"Name": t["Name"], "TopicId": t["TopicId"], "ErrorCode": code, "ErrorMessage": None}
+                )
             )
     else:
         for name in req.body["TopicNames"]:
@@ -310,20 +321,40 @@ _BUILDERS: dict[int, Callable[[KafkaRequest, StructLayout, int], dict[str, Any]]
     1: _fetch,
     2: _list_offsets,
     3: _metadata,
-    8: _per_partition("Topics", "Name", "Partitions", "PartitionIndex", "Topics", "Name", "Partitions", "PartitionIndex"),
+    8: _per_partition(
+        "Topics", "Name", "Partitions", "PartitionIndex", "Topics", "Name", "Partitions", "PartitionIndex"
+    ),
     9: _offset_fetch,
     19: _create_topics,
     20: _delete_topics,
     21: _per_partition(
-        "Topics", "Name", "Partitions", "PartitionIndex", "Topics", "Name", "Partitions", "PartitionIndex",
+        "Topics",
+        "Name",
+        "Partitions",
+        "PartitionIndex",
+        "Topics",
+        "Name",
+        "Partitions",
+        "PartitionIndex",
         {"LowWatermark": -1},
     ),
     23: _per_partition(
-        "Topics", "Topic", "Partitions", "Partition", "Topics", "Topic", "Partitions", "Partition",
+        "Topics",
+        "Topic",
+        "Partitions",
+        "Partition",
+        "Topics",
+        "Topic",
+        "Partitions",
+        "Partition",
         {"LeaderEpoch": -1, "EndOffset": -1},
     ),
-    28: _per_partition("Topics", "Name", "Partitions", "PartitionIndex", "Topics", "Name", "Partitions", "PartitionIndex"),
-    47: _per_partition("Topics", "Name", "Partitions", "PartitionIndex", "Topics", "Name", "Partitions", "PartitionIndex"),
+    28: _per_partition(
+        "Topics", "Name", "Partitions", "PartitionIndex", "Topics", "Name", "Partitions", "PartitionIndex"
+    ),
+    47: _per_partition(
+        "Topics", "Name", "Partitions", "PartitionIndex", "Topics", "Name", "Partitions", "PartitionIndex"
+    ),
 }
 
 
@@ -339,7 +370,9 @@ def _create_partitions(req: KafkaRequest, root: StructLayout, code: int) -> dict
 _BUILDERS[37] = _create_partitions
 
 
-def error_response(request: KafkaRequest, error_code: int = TOPIC_AUTHORIZATION_FAILED, *, with_size: bool = False) -> bytes | None:
+def error_response(
+    request: KafkaRequest, error_code: int = TOPIC_AUTHORIZATION_FAILED, *, with_size: bool = False
+) -> bytes | None:
     """The response frame Kafka's broker sends when it denies ``request`` with ``error_code``.
 
     The frame starts at the correlation id, like every frame here; ``with_size=True`` prepends the int32 size

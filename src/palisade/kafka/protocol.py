@@ -128,7 +128,9 @@ def _read_header_tags(buf: memoryview, pos: int) -> tuple[tuple[tuple[int, bytes
         tag, pos = read_uvarint(buf, pos)
         size, pos = read_uvarint(buf, pos)
         if pos + size > len(buf):
-            raise KafkaParseError(start, f"header: tagged field {tag} of size {size} runs past the end of the frame")
+            raise KafkaParseError(
+                start, f"header: tagged field {tag} of size {size} runs past the end of the frame"
+            )
         if tag in seen:
             raise KafkaParseError(start, f"header: duplicate tagged field {tag}")
         seen.add(tag)
@@ -137,12 +139,14 @@ def _read_header_tags(buf: memoryview, pos: int) -> tuple[tuple[tuple[int, bytes
     return tuple(tags), pos
 
 
-def parse_request_header(frame: bytes | bytearray | memoryview) -> RequestHeader:
-    """The request header alone (api key and version checked against the spec)."""
-    buf = memoryview(frame)
-    if len(buf) < 8:
-        raise KafkaParseError(0, f"request frame of {len(buf)} bytes is shorter than a request header (8)")
-    api_key, api_version, corr = _HDR.unpack_from(buf, 0)
+_REQUEST_HEADER_VERSION: dict[tuple[int, int], int] = {}
+
+
+def _request_header_version_checked(api_key: int, api_version: int) -> int:
+    """Header version for a valid (key, version); KafkaParseError otherwise. Cached per pair."""
+    hv = _REQUEST_HEADER_VERSION.get((api_key, api_version))
+    if hv is not None:
+        return hv
     spec = message_spec(api_key, "request")
     if spec is None:
         raise KafkaParseError(0, f"unknown api key {api_key}")
@@ -151,18 +155,30 @@ def parse_request_header(frame: bytes | bytearray | memoryview) -> RequestHeader
             2, f"unsupported version {api_version} of {spec.name} (valid {spec.valid_versions})"
         )
     hv = request_header_version(api_key, api_version)
+    _REQUEST_HEADER_VERSION[(api_key, api_version)] = hv
+    return hv
+
+
+def parse_request_header(frame: bytes | bytearray | memoryview) -> RequestHeader:
+    """The request header alone (api key and version checked against the spec)."""
+    buf = frame if isinstance(frame, memoryview) else memoryview(frame)
+    end = len(buf)
+    if end < 8:
+        raise KafkaParseError(0, f"request frame of {end} bytes is shorter than a request header (8)")
+    api_key, api_version, corr = _HDR.unpack_from(buf, 0)
+    hv = _request_header_version_checked(api_key, api_version)
     pos = 8
     client_id: str | None = None
     tags: tuple[tuple[int, bytes], ...] = ()
     if hv >= 1:
-        if len(buf) < 10:
+        if end < 10:
             raise KafkaParseError(8, "frame ends inside the client_id length")
         n = _I16.unpack_from(buf, 8)[0]
         pos = 10
         if n < -1:
             raise KafkaParseError(8, f"client_id: negative length {n}")
         if n >= 0:
-            if pos + n > len(buf):
+            if pos + n > end:
                 raise KafkaParseError(8, f"client_id: length {n} runs past the end of the frame")
             try:
                 client_id = str(buf[pos : pos + n], "utf-8")
@@ -170,13 +186,16 @@ def parse_request_header(frame: bytes | bytearray | memoryview) -> RequestHeader
                 raise KafkaParseError(pos, "client_id is not valid UTF-8") from None
             pos += n
     if hv >= 2:
-        tags, pos = _read_header_tags(buf, pos)
+        if pos < end and buf[pos] == 0:  # the usual empty tag buffer
+            pos += 1
+        else:
+            tags, pos = _read_header_tags(buf, pos)
     return RequestHeader(api_key, api_version, corr, client_id, hv, tags, pos)
 
 
 def parse_request(frame: bytes | bytearray | memoryview) -> KafkaRequest:
     """Decode a whole request frame. Only KafkaParseError on bad input."""
-    buf = memoryview(frame)
+    buf = frame if isinstance(frame, memoryview) else memoryview(frame)
     h = parse_request_header(buf)
     body, end = decoder(h.api_key, "request", h.api_version)(buf, h.body_offset)
     names, ids = topic_refs(h.api_key, h.api_version, body)
@@ -217,7 +236,12 @@ def parse_response(frame: bytes | bytearray | memoryview, api_key: int, api_vers
     try:
         body, end = decoder(api_key, "response", api_version)(buf, pos)
     except KafkaParseError:
-        if api_key == API_VERSIONS and api_version > 0 and len(buf) >= 6 and _I16.unpack_from(buf, 4)[0] == 35:
+        if (
+            api_key == API_VERSIONS
+            and api_version > 0
+            and len(buf) >= 6
+            and _I16.unpack_from(buf, 4)[0] == 35
+        ):
             body, end = decoder(api_key, "response", 0)(buf, pos)
             api_version = 0
         else:
@@ -294,7 +318,9 @@ def encode_request(req: KafkaRequest) -> bytes:
 
 
 def encode_response(resp: KafkaResponse) -> bytes:
-    return encode_response_frame(resp.api_key, resp.api_version, resp.correlation_id, resp.body, resp.header_tags)
+    return encode_response_frame(
+        resp.api_key, resp.api_version, resp.correlation_id, resp.body, resp.header_tags
+    )
 
 
 def with_size_prefix(frame: bytes) -> bytes:

@@ -198,7 +198,10 @@ def load_file(file_name: str) -> MessageSpec:
     fields = tuple(_field(f) for f in obj["fields"])
     structs: dict[str, tuple[Versions, tuple[FieldSpec, ...]]] = {}
     for cs in obj.get("commonStructs", []):
-        structs[cs["name"]] = (Versions.parse(cs.get("versions"), "0+"), tuple(_field(f) for f in cs["fields"]))
+        structs[cs["name"]] = (
+            Versions.parse(cs.get("versions"), "0+"),
+            tuple(_field(f) for f in cs["fields"]),
+        )
         _collect_structs(structs[cs["name"]][1], structs)
     _collect_structs(fields, structs)
     return MessageSpec(

@@ -99,7 +99,9 @@ class ConnectionTracker:
         """Match a response frame to its request and decode it. KafkaParseError(0, ...) when no request with
         its correlation id is in flight; the entry is consumed either way once matched."""
         if len(frame) < 4:
-            raise KafkaParseError(0, f"response frame of {len(frame)} bytes is shorter than a response header (4)")
+            raise KafkaParseError(
+                0, f"response frame of {len(frame)} bytes is shorter than a response header (4)"
+            )
         corr = int.from_bytes(bytes(frame[:4]), "big", signed=True)
         pending = self._pending.pop(corr, None)
         if pending is None:
@@ -110,4 +112,3 @@ class ConnectionTracker:
         if now is not None and pending.sent_at is not None:
             latency = now - pending.sent_at
         return Exchange(pending, resp, latency, out_of_order)
-
