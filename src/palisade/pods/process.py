@@ -24,12 +24,11 @@ def _check_argv(argv: Sequence[str]) -> list[str]:
     return list(argv)
 
 
-def _popen_errors(exc: BaseException, argv: Sequence[str], where: str) -> PodError:
+def _popen_errors(exc: OSError | subprocess.SubprocessError, argv: Sequence[str], where: str) -> PodError:
+    """The PodError for a failed start: the child could not enter the pod, or could not exec argv."""
     if isinstance(exc, subprocess.SubprocessError):
         return PodError(f"could not enter {where} before running {argv[0]!r}: {exc}")
-    if isinstance(exc, OSError):
-        return PodError(f"cannot run {argv[0]!r}: {exc.strerror or exc}", field="argv")
-    raise exc
+    return PodError(f"cannot run {argv[0]!r}: {exc.strerror or exc}", field="argv")
 
 
 def spawn(

@@ -118,7 +118,8 @@ class PodRuntime:
             ip = self._check_pod_ip(ip)
         with self._lock:
             self._check_absent(namespace, name, cg, host_network)
-            with ExitStack() as undo:
+            undo = ExitStack()
+            try:
                 net: network.PodNetwork | None = None
                 if not host_network:
                     assert ip is not None
@@ -145,7 +146,12 @@ class PodRuntime:
                     pod_mac=net.pod_mac if net else None,
                     router_ip=cfg.router_ip,
                 )
-                undo.pop_all()
+            except BaseException as exc:
+                try:
+                    undo.close()  # undo the completed steps, newest first
+                except Exception as cleanup:
+                    exc.add_note(f"rolling back {namespace}/{name} also failed: {cleanup}")
+                raise
             return handle
 
     def lookup(self, namespace: str, name: str) -> PodHandle | None:
