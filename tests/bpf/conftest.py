@@ -126,7 +126,9 @@ def netns_pair() -> Iterator[NetnsPair]:
         for ns in (pair.a, pair.b):
             _ip("netns", "add", ns)
             created.append(ns)
-        _ip("-n", pair.a, "link", "add", pair.a_if, "type", "veth", "peer", "name", pair.b_if, "netns", pair.b)
+        _ip(
+            "-n", pair.a, "link", "add", pair.a_if, "type", "veth", "peer", "name", pair.b_if, "netns", pair.b
+        )
         _ip("-n", pair.a, "addr", "add", f"{pair.a_ip}/24", "dev", pair.a_if)
         _ip("-n", pair.b, "addr", "add", f"{pair.b_ip}/24", "dev", pair.b_if)
         for ns, ifname in ((pair.a, pair.a_if), (pair.b, pair.b_if)):
@@ -180,4 +182,3 @@ def nothing_left_behind() -> Iterator[None]:
         if os.path.exists(PIN_BASE):
             shutil.rmtree(PIN_BASE, ignore_errors=True)
         pytest.fail("left behind after the bpf tests: " + ", ".join(leaks))
-

@@ -29,6 +29,7 @@ class LtEvent(ctypes.Structure):
         ("pid", u32),
         ("lpm_hit", u32, 1),
         ("seen", u32, 7),
+        ("_rsvd", u32, 24),
         ("comm", ctypes.c_char * 16),
     )
 
@@ -46,8 +47,8 @@ class LtValue(ctypes.Structure):
 
 
 class WrongLtEvent(ctypes.Structure):
-    """Wrong on purpose: kind is 4 bytes (shifts proto/verdict/addr...), lpm_hit is 2 bits, pid is missing,
-    and an extra member exists."""
+    """Wrong on purpose: kind is 4 bytes (shifts proto/verdict/addr...), pid and _rsvd are missing, lpm_hit is
+    2 bits, and an extra member exists (the total size happens to agree)."""
 
     _fields_ = (
         ("ts_ns", u64),

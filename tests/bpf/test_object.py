@@ -207,7 +207,9 @@ def test_incompatible_pin_is_replaced_only_after_a_successful_load(test_obj: str
         first.map("lt_drop").update(1, 1)
         old_id = first.map("lt_drop").id
     with pytest.raises(BpfError, match=r"incompatible \(max_entries 16 -> 32\)"):
-        BpfObject.load_file(test_obj, pin_root=pin_root, map_sizes={"lt_drop": 32}, replace_incompatible_pins=False)
+        BpfObject.load_file(
+            test_obj, pin_root=pin_root, map_sizes={"lt_drop": 32}, replace_incompatible_pins=False
+        )
     with BpfObject.load_file(test_obj, pin_root=pin_root, map_sizes={"lt_drop": 32}) as second:
         assert [r.path for r in second.replaced_pins] == [f"{pin_root}/lt_drop"]
         new = second.map("lt_drop")

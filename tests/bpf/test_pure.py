@@ -22,7 +22,14 @@ from palisade.errors import BpfError
 
 # ----------------------------------------------------------------------------------------------- layouts
 
-_CTYPES = [ctypes.c_uint8, ctypes.c_uint16, ctypes.c_uint32, ctypes.c_uint64, ctypes.c_int16, ctypes.c_char * 3]
+_CTYPES = [
+    ctypes.c_uint8,
+    ctypes.c_uint16,
+    ctypes.c_uint32,
+    ctypes.c_uint64,
+    ctypes.c_int16,
+    ctypes.c_char * 3,
+]
 
 
 def _struct(name: str, fields: list[tuple[str, type]]) -> type[ctypes.Structure]:
@@ -47,7 +54,9 @@ def test_identical_layouts_have_no_problems(fields: list[tuple[str, type]]) -> N
 
 
 @given(field_lists(), st.data())
-def test_a_changed_member_type_is_reported_by_name(fields: list[tuple[str, type]], data: st.DataObject) -> None:
+def test_a_changed_member_type_is_reported_by_name(
+    fields: list[tuple[str, type]], data: st.DataObject
+) -> None:
     i = data.draw(st.integers(min_value=0, max_value=len(fields) - 1))
     name, old = fields[i]
     new = data.draw(st.sampled_from([t for t in _CTYPES if ctypes.sizeof(t) != ctypes.sizeof(old)]))
@@ -55,7 +64,9 @@ def test_a_changed_member_type_is_reported_by_name(fields: list[tuple[str, type]
     changed = list(fields)
     changed[i] = (name, new)
     problems = compare_layouts(c, ctypes_layout(_struct("P", changed)))
-    assert any(f"member {name!r}: size C {ctypes.sizeof(old)}, mirror {ctypes.sizeof(new)}" in p for p in problems)
+    assert any(
+        f"member {name!r}: size C {ctypes.sizeof(old)}, mirror {ctypes.sizeof(new)}" in p for p in problems
+    )
 
 
 @given(field_lists(), st.data())
@@ -78,7 +89,11 @@ def test_ctypes_bitfields_are_read_as_bit_offsets() -> None:
 
 def test_anonymous_ctypes_members_are_flattened() -> None:
     inner = _struct("Inner", [("p", ctypes.c_uint16), ("q", ctypes.c_uint16)])
-    outer = type("Outer", (ctypes.Structure,), {"_anonymous_": ("u",), "_fields_": (("a", ctypes.c_uint32), ("u", inner))})
+    outer = type(
+        "Outer",
+        (ctypes.Structure,),
+        {"_anonymous_": ("u",), "_fields_": (("a", ctypes.c_uint32), ("u", inner))},
+    )
     names = [(m.name, m.offset) for m in ctypes_layout(outer).members]
     assert names == [("a", 0), ("p", 4), ("q", 6)]
 
@@ -231,7 +246,9 @@ def test_fdinfo_kinds() -> None:
     m = parse_fdinfo("pos:\t0\nflags:\t02000002\nmap_type:\t1\nkey_size:\t4\nmap_id:\t12\n")
     assert m["map_id"] == "12" and kind_of_fdinfo(m) == "map"
     assert kind_of_fdinfo(parse_fdinfo("prog_type:\t3\nprog_id:\t9\n")) == "prog"
-    assert kind_of_fdinfo(parse_fdinfo("link_type:\ttcx\nlink_id:\t3\nprog_tag:\tab\nprog_id:\t9\n")) == "link"
+    assert (
+        kind_of_fdinfo(parse_fdinfo("link_type:\ttcx\nlink_id:\t3\nprog_tag:\tab\nprog_id:\t9\n")) == "link"
+    )
     assert kind_of_fdinfo(parse_fdinfo("pos:\t0\n")) == "unknown"
 
 

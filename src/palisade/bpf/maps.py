@@ -60,6 +60,8 @@ class BpfMapInfo(ctypes.Structure):
         ("btf_value_type_id", ctypes.c_uint32),
         ("btf_vmlinux_id", ctypes.c_uint32),
         ("map_extra", ctypes.c_uint64),
+        ("hash", ctypes.c_uint64),
+        ("hash_size", ctypes.c_uint32),
     )
 
 
@@ -314,7 +316,8 @@ class Map:
         return True
 
     def __delitem__(self, key: Buffer) -> None:
-        self.delete(key, missing_ok=False)
+        if not self.delete(key):
+            raise KeyError(key)
 
     # --------------------------------------------------------------------------------- per-CPU
 

@@ -31,7 +31,9 @@ struct lt_event {
 	__u64 cgroup_id;
 	__u32 pid;
 	__u32 lpm_hit : 1, /* source matched the LPM trie */
-	      seen : 7;    /* packets seen for this dport, saturating at 127 */
+	      seen : 7,    /* packets seen for this dport, saturating at 127 */
+	      _rsvd : 24;  /* fills the unit: without it C puts comm at byte 53, ctypes at 56 (the BTF check
+	                    * caught exactly that) */
 	char comm[16];
 };
 
