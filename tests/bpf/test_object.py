@@ -18,19 +18,6 @@ from palisade.errors import BpfError
 
 pytestmark = pytest.mark.privileged
 
-ETH_IP_UDP = bytes(12) + b"\x08\x00"  # dst, src MAC, ethertype IPv4
-
-
-def udp_frame(src: str, dst: str, sport: int, dport: int, payload: bytes = b"x") -> bytes:
-    import socket
-
-    udp = struct.pack("!HHHH", sport, dport, 8 + len(payload), 0) + payload
-    total = 20 + len(udp)
-    ip = struct.pack(
-        "!BBHHHBBH4s4s", 0x45, 0, total, 0, 0, 64, 17, 0, socket.inet_aton(src), socket.inet_aton(dst)
-    )
-    return ETH_IP_UDP + ip + udp
-
 
 def test_open_reports_programs_with_types_libbpf_cannot_guess(test_obj: str) -> None:
     with BpfObject.open(test_obj) as obj:

@@ -13,6 +13,7 @@ stats (ProgramStats, verifier stats), probe (kernel feature probes), constants (
 instruction encoder).
 """
 
+from palisade.bpf import netns
 from palisade.bpf.attach import (
     TcFilter,
     attach_cgroup,
@@ -69,6 +70,7 @@ __all__ = [
     "ensure_bpffs",
     "list_pins",
     "make_pin_dir",
+    "netns",
     "remove_pin_dir",
     "struct_layout",
     "tc_attach",

@@ -46,6 +46,7 @@ class _Ring:
     callback: Callable[[object], object]
     raw: bool
     lost_map: Map | None
+    lost_key: int = 0
     records: int = 0
 
 
@@ -66,17 +67,23 @@ class RingBuffer:
             self.add(ring, callback, **kwargs)  # type: ignore[arg-type]
 
     def add(
-        self, ring: Map, callback: Callback | RawCallback, *, raw: bool = False, lost_map: Map | None = None
+        self,
+        ring: Map,
+        callback: Callback | RawCallback,
+        *,
+        raw: bool = False,
+        lost_map: Map | None = None,
+        lost_key: int = 0,
     ) -> None:
         """Deliver records of ``ring`` to ``callback``: bytes (a copy), or with raw=True a memoryview valid only
-        during the call. lost_map: a u64 counter (per-CPU array/hash at key 0, or array) the BPF program bumps
-        when bpf_ringbuf_reserve fails."""
+        during the call. lost_map / lost_key: the u64 counter (per-CPU or not) the BPF program bumps when
+        bpf_ringbuf_reserve fails, reported by stats()."""
         if self._closed:
             raise BpfError("RingBuffer: add() after close()", errno=errno.EBADF)
         if ring.type != MapType.RINGBUF:
             raise BpfError(f"map {ring.name} is not a ring buffer ({ring.type!r})", errno=errno.EINVAL)
         idx = len(self._rings)
-        self._rings.append(_Ring(ring, callback, raw, lost_map))  # type: ignore[arg-type]
+        self._rings.append(_Ring(ring, callback, raw, lost_map, lost_key))  # type: ignore[arg-type]
         ctx = ctypes.c_void_p(idx)
         with L.capture() as msgs:
             if self._ptr is None:
@@ -145,7 +152,13 @@ class RingBuffer:
         out = []
         for r in self._rings:
             out.append(
-                RingStats(r.map.name, r.map.max_entries, r.records, pending_bytes(r.map), _lost(r.lost_map))
+                RingStats(
+                    r.map.name,
+                    r.map.max_entries,
+                    r.records,
+                    pending_bytes(r.map),
+                    _lost(r.lost_map, r.lost_key),
+                )
             )
         return out
 
@@ -185,10 +198,9 @@ def pending_bytes(ring: Map) -> int:
     return max(0, int(prod) - int(cons))
 
 
-def _lost(m: Map | None) -> int | None:
+def _lost(m: Map | None, key: int) -> int | None:
     if m is None:
         return None
-    key = 0
     if m.percpu:
         vals = m.lookup_percpu(key)
         return sum(int.from_bytes(v[:8], sys.byteorder) for v in vals) if vals else 0
