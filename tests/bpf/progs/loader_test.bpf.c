@@ -198,13 +198,13 @@ int lt_verdict(struct __sk_buff *skb)
 {
 	__u32 zero = 0;
 	struct lt_ctl *ctl = bpf_map_lookup_elem(&lt_ctl, &zero);
-	void *data = (void *)(long)skb->data;
-	void *data_end = (void *)(long)skb->data_end;
+	char first = 0;
 
 	count(2, skb->len);
 	if (ctl && ctl->skb_mode == 1)
 		return SK_DROP;
-	if (data + 1 <= data_end && *(char *)data == 'X')
+	/* skb data need not be linear here: copy instead of direct access */
+	if (bpf_skb_load_bytes(skb, 0, &first, 1) == 0 && first == 'X')
 		return SK_DROP;
 	return SK_PASS;
 }
