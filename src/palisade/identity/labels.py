@@ -66,11 +66,15 @@ def split_source(key: str, default_source: str = SOURCE_ANY) -> tuple[str, str]:
 class LabelSet:
     """An immutable, sorted, hashable set of labels (the key of an identity)."""
 
-    __slots__ = ("_hash", "_labels")
+    __slots__ = ("_by_key", "_hash", "_labels")
 
     def __init__(self, labels: Iterable[Label] = ()) -> None:
         self._labels: tuple[Label, ...] = tuple(sorted(set(labels)))
         self._hash = hash(self._labels)
+        by_key: dict[str, list[Label]] = {}
+        for la in self._labels:
+            by_key.setdefault(la.key, []).append(la)
+        self._by_key = by_key
 
     @classmethod
     def parse(cls, texts: Iterable[str]) -> LabelSet:
