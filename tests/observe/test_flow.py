@@ -121,7 +121,7 @@ def test_any_event_builds_a_valid_flow_and_filters_agree_with_it(ev: DatapathEve
     denied = list(f.ingress_denied_by) + list(f.egress_denied_by)
     if (
         ev.verdict == Verdict.DROPPED
-        and ev.type != EventType.TRACE
+        and ev.type in (EventType.DROP, EventType.POLICY_VERDICT, EventType.L7)
         and ev.drop_reason in (0, 133)
         and ev.direction
     ):
