@@ -39,6 +39,12 @@ Buffer = bytes | bytearray | memoryview | int | Any  # Any: ctypes instances
 
 _UNSUPPORTED = {errno.EINVAL, errno.EOPNOTSUPP, 524}  # 524 = ENOTSUPP (kernel-internal)
 
+# element ops are hot: bind once (present in every libbpf since 0.0.1)
+_lookup_elem = L.func("bpf_map_lookup_elem")
+_update_elem = L.func("bpf_map_update_elem")
+_delete_elem = L.func("bpf_map_delete_elem")
+_next_key = L.func("bpf_map_get_next_key")
+
 
 class BpfMapInfo(ctypes.Structure):
     """struct bpf_map_info (include/uapi/linux/bpf.h)."""
@@ -105,6 +111,8 @@ def map_info_by_fd(fd: int) -> MapInfo:
 
 def to_bytes(value: Buffer, size: int, what: str) -> bytes:
     """bytes of exactly ``size`` from bytes-like, ctypes instances or a non-negative int (native order)."""
+    if type(value) is bytes and len(value) == size:  # the hot path
+        return value
     if isinstance(value, int) and not isinstance(value, bool):
         if value < 0:
             raise BpfError(f"{what}: negative int {value}; pass bytes for signed values", errno=errno.EINVAL)
@@ -249,6 +257,8 @@ class Map:
     # --------------------------------------------------------------------------------- element ops
 
     def _key(self, key: Buffer) -> bytes:
+        if type(key) is bytes and len(key) == self.key_size:
+            return key
         return to_bytes(key, self.key_size, f"map {self.name}: key")
 
     def _nonpercpu(self, op: str) -> None:
@@ -258,7 +268,7 @@ class Map:
     def _lookup_raw(self, key: Buffer) -> bytes | None:
         k = self._key(key)
         buf = ctypes.create_string_buffer(self.value_buf_size)
-        ret = L.func("bpf_map_lookup_elem")(self.fd, k, buf)
+        ret = _lookup_elem(self.fd, k, buf)
         if ret < 0:
             if -ret == errno.ENOENT:
                 return None
@@ -302,13 +312,13 @@ class Map:
         self.update(key, value)
 
     def _update_raw(self, k: bytes, v: bytes, flags: int) -> None:
-        ret = L.func("bpf_map_update_elem")(self.fd, k, v, int(flags))
+        ret = _update_elem(self.fd, k, v, int(flags))
         if ret < 0:
             raise L.error(f"map {self.name}: update", -ret)
 
     def delete(self, key: Buffer, *, missing_ok: bool = True) -> bool:
         """Delete ``key``; False when it was absent (or ENOENT if missing_ok is False)."""
-        ret = L.func("bpf_map_delete_elem")(self.fd, self._key(key))
+        ret = _delete_elem(self.fd, self._key(key))
         if ret < 0:
             if -ret == errno.ENOENT and missing_ok:
                 return False
@@ -358,7 +368,7 @@ class Map:
 
     def keys(self) -> Iterator[bytes]:
         """Every key (get_next_key walk; arrays: every index)."""
-        fn = L.func("bpf_map_get_next_key")
+        fn = _next_key
         nxt = ctypes.create_string_buffer(self.key_size)
         prev: bytes | None = None
         while True:
@@ -464,9 +474,8 @@ class Map:
         """Update many entries in one syscall where supported (else one by one). Returns the number written.
 
         Per-CPU maps: each value is the full per-CPU buffer (value_buf_size bytes)."""
-        pairs = [
-            (self._key(k), to_bytes(v, self.value_buf_size, f"map {self.name}: value")) for k, v in items
-        ]
+        what = f"map {self.name}: value"
+        pairs = [(self._key(k), to_bytes(v, self.value_buf_size, what)) for k, v in items]
         if not pairs:
             return 0
         if self.batch_supported() and L.has_symbol("bpf_map_update_batch"):
@@ -517,7 +526,11 @@ class Map:
         """Delete every entry (not for arrays). Returns how many were deleted."""
         if self.type in ARRAY_MAP_TYPES:
             raise BpfError(f"map {self.name}: array entries cannot be deleted", errno=errno.EINVAL)
-        return self.delete_batch(list(self.keys()))
+        if self.batch_supported():
+            keys = [k for chunk, _ in self._lookup_batches(8192) for k in chunk]
+        else:
+            keys = list(self.keys())
+        return self.delete_batch(keys)
 
     def pressure(self) -> float:
         """used / max_entries (the palisade_bpf_map_pressure gauge)."""
