@@ -121,9 +121,33 @@ def test_verifier_failure_carries_the_log_and_closes_everything(bad_obj: str, pi
     assert leaked == []
 
 
+def test_long_verifier_logs_arrive_whole(bad_obj: str) -> None:
+    """libbpf prints the log through its print callback in one message: far more than 8 KB here."""
+    obj = BpfObject.open(bad_obj)
+    obj.program("bad_deref").set_autoload(False)
+    with pytest.raises(BpfError) as exc:
+        obj.load()
+    log = exc.value.log
+    assert "program 'bad_long'" in str(exc.value)
+    assert len(log) > 32 * 1024
+    assert log.startswith("0: R1=ctx() R10=fp0\n")  # the head ...
+    assert "R0 invalid mem access 'map_value_or_null'" in log  # ... and the tail
+    assert log.rstrip().endswith("mark_read 0")
+
+
+def test_set_type_before_load(test_obj: str) -> None:
+    obj = BpfObject.open(test_obj)
+    obj.program("lt_globals").set_type(ProgType.SOCKET_FILTER)
+    with obj.load():
+        assert obj.program("lt_globals").info().type == ProgType.SOCKET_FILTER
+        with pytest.raises(BpfError, match="only between open"):
+            obj.program("lt_tc").set_type(ProgType.SOCKET_FILTER)
+
+
 def test_autoload_off_skips_the_bad_program(bad_obj: str) -> None:
     obj = BpfObject.open(bad_obj)
     obj.program("bad_deref").set_autoload(False)
+    obj.program("bad_long").set_autoload(False)
     with obj.load():
         assert obj.program("bad_ok").test_run(bytes(64)).retval == 0
 

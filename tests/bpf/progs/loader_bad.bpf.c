@@ -34,3 +34,18 @@ int bad_deref(struct __sk_buff *skb)
 	*v += 1; /* no NULL check */
 	return 0;
 }
+
+/* Fails the same way after ~1000 instructions: its verifier log is far longer than 8 KB. */
+SEC("tc")
+int bad_long(struct __sk_buff *skb)
+{
+	__u64 acc = skb->len;
+	__u32 key = skb->len; /* unknown key: a constant in-bounds key would make the lookup non-NULL */
+
+#pragma unroll
+	for (int i = 0; i < 300; i++)
+		acc = acc * 31 + skb->mark;
+	__u64 *v = bpf_map_lookup_elem(&bad_counts, &key);
+	*v += acc; /* no NULL check */
+	return 0;
+}
