@@ -9,9 +9,18 @@ import tempfile
 
 import pytest
 
-from palisade.bpf import BpfObject, Program, ProgType, ensure_bpffs, list_pins, make_pin_dir, remove_pin_dir
+from palisade.bpf import (
+    BpfObject,
+    Map,
+    Program,
+    ProgType,
+    ensure_bpffs,
+    list_pins,
+    make_pin_dir,
+    remove_pin_dir,
+)
 from palisade.bpf import insns as I
-from palisade.bpf.bpffs import is_bpffs, obj_get
+from palisade.bpf.bpffs import is_bpffs, obj_get, open_pinned, unpin
 from palisade.bpf.btf import struct_layout
 from palisade.errors import BpfError
 
@@ -57,6 +66,13 @@ def test_pinned_program_and_listing(test_obj: str, pin_root: str) -> None:
         assert again.test_run(udp_frame("10.0.0.1", "10.0.0.2", 1, 2)).retval == 0
     with Program.from_id(prog_id) as by_id:
         assert by_id.name == "lt_tc" and by_id.info().id == prog_id
+    opened = open_pinned(f"{sub}/lt_tc")
+    assert isinstance(opened, Program) and opened.id == prog_id
+    opened.close()
+    m = open_pinned(f"{pin_root}/lt_drop")
+    assert isinstance(m, Map) and m.name == "lt_drop"
+    m.close()
+    assert unpin(f"{sub}/lt_tc") and not unpin(f"{sub}/lt_tc")
     remove_pin_dir(sub)
     assert not os.path.exists(sub)
     with pytest.raises(BpfError) as exc:

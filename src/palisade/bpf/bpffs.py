@@ -153,6 +153,33 @@ def pin_info(path: str) -> PinInfo:
         return PinInfo(path, kind, 0)
 
 
+def open_pinned(path: str) -> object:
+    """The pinned object at ``path`` as a Map, Program or Link (by its kind)."""
+    kind = pin_info(path).kind
+    if kind == "map":
+        from palisade.bpf.maps import Map
+
+        return Map.open_pinned(path)
+    if kind == "prog":
+        from palisade.bpf.object import Program
+
+        return Program.open_pinned(path)
+    if kind == "link":
+        from palisade.bpf.link import Link
+
+        return Link.open_pinned(path)
+    raise BpfError(f"{path}: not a map, program or link pin", errno=errno.EINVAL)
+
+
+def unpin(path: str) -> bool:
+    """Remove a pin (the object lives on while something else holds it). False when there was none."""
+    try:
+        os.unlink(path)
+        return True
+    except FileNotFoundError:
+        return False
+
+
 def list_pins(path: str, *, recursive: bool = True) -> list[PinInfo]:
     """Every pinned object under ``path`` with its kind and kernel id."""
     out: list[PinInfo] = []
