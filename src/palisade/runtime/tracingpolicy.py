@@ -62,6 +62,7 @@ MIN_MESSAGE, MAX_MESSAGE = 2, 256  # TpMinMessageLen / TpMaxMessageLen
 MAX_TAGS, MIN_TAG, MAX_TAG = 16, 2, 128  # TpMaxTags / TpMinTagLen / TpMaxTagLen
 # --- Palisade's own limits (its kernel buffers) ---------------------------------------------------------
 MAX_STRING_VALUE = 254  # string matchArgs values (the kernel reads 255 bytes + NUL; longer = truncated)
+MAX_PREFIX = 247  # Prefix/NotPrefix values (an LPM trie key holds at most 256 bytes: set id + 247 + NUL)
 MAX_MATCH_PIDS = 2  # matchPIDs entries per selector
 MAX_PID_VALUES = 8  # values per matchPIDs entry
 MAX_STRING_VALUES = 256  # string values per selector (map capacity)
@@ -764,7 +765,12 @@ def _parse_selector(raw: Any, path: str, args: Sequence[KProbeArg], errors: _Err
         fc = b.flag("followChildren")
         if fc and op not in ("In", "NotIn"):
             errors.add(b.sub("followChildren"), "followChildren works with In and NotIn only")
-        limit = MAX_POSTFIX if op in ("Postfix", "NotPostfix") else MAX_BINARY_PATH
+        limit = {
+            "Postfix": MAX_POSTFIX,
+            "NotPostfix": MAX_POSTFIX,
+            "Prefix": MAX_PREFIX,
+            "NotPrefix": MAX_PREFIX,
+        }.get(op, MAX_BINARY_PATH)
         for j, v in enumerate(vals):
             if not v:
                 errors.add(f"{b.sub('values')}[{j}]", "empty path")
@@ -887,7 +893,12 @@ def _parse_match_arg(
                 f"(use {', '.join(sorted(set(STRING_OPERATORS.values())))})",
             )
             return None
-        limit = MAX_POSTFIX if canon in ("Postfix", "NotPostfix") else MAX_STRING_VALUE
+        limit = {
+            "Postfix": MAX_POSTFIX,
+            "NotPostfix": MAX_POSTFIX,
+            "Prefix": MAX_PREFIX,
+            "NotPrefix": MAX_PREFIX,
+        }.get(canon, MAX_STRING_VALUE)
         for j, v in enumerate(values):
             n = len(v.encode())
             if n > limit:
