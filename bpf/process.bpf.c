@@ -132,6 +132,8 @@ struct pal_rt_scratch {
 	union {
 		struct pal_rt_ev_exec exec;
 		struct pal_rt_ev_policy pol;
+		struct pal_rt_ev_clone clone; /* (keeps every event struct in the BTF for the layout checks) */
+		struct pal_rt_ev_exit exit;
 	} ev;
 	__u8 work[PAL_RT_PATH_MAX * 2];                /* d_path construction */
 	__u8 tp[PAL_RT_TP_COPY];                       /* copy of the trace entry */

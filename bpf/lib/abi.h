@@ -27,16 +27,16 @@
 #define PAL_EV_POLICY_VERDICT 5
 #define PAL_EV_L7 129
 
-/* Cilium drop reasons, plus Palisade's own from 200. */
+/* Cilium drop reasons, plus Palisade's own from 240 (above every code Cilium uses). */
 #define PAL_DROP_INVALID 134
 #define PAL_DROP_POLICY_DENIED 133 /* no rule allowed it (default deny) */
-#define PAL_DROP_UNSUPPORTED_L3 136
+#define PAL_DROP_UNSUPPORTED_L3 139
 #define PAL_DROP_CT_INSERT 155
 #define PAL_DROP_POLICY_DENY 181 /* an explicit deny rule */
-#define PAL_DROP_POLICY_FULL 200 /* the endpoint's policy did not fit its map: fail closed */
-#define PAL_DROP_L7_PARSE 201
-#define PAL_DROP_L7_UNKNOWN_TOPIC_ID 202
-#define PAL_DROP_L7_NOT_ARMED 203 /* L7 policy applies but the socket could not be put under L7 control */
+#define PAL_DROP_POLICY_FULL 240 /* the endpoint's policy did not fit its map: fail closed */
+#define PAL_DROP_L7_PARSE 241
+#define PAL_DROP_L7_UNKNOWN_TOPIC_ID 242
+#define PAL_DROP_L7_NOT_ARMED 243 /* L7 policy applies but the socket could not be put under L7 control */
 
 /* Policy match types (Cilium's policy-verdict notification). */
 #define PAL_MATCH_NONE 0
@@ -236,6 +236,92 @@ struct pal_kafka_event {
 	__u16 pad;
 	char topic[PAL_KAFKA_TOPIC_MAX];
 	char client_id[PAL_KAFKA_CLIENT_ID_MAX];
+};
+
+/* ---- Kafka L7 (sockmap + sk_skb on the broker's sockets) ----
+ * Rules of one L7 ruleset are numbered 0..nrules-1 (at most PAL_KAFKA_MAX_RULES, a bitmap in a u32).
+ * A request is allowed when some rule matches its header (api key, version, client id) and, for topic-bearing
+ * APIs where every header-matching rule names a topic, every topic of the request is allowed by one of them.
+ * Topics are found by walking the request body with a layout: a few ops compiled by palisade.kafka.layout
+ * from Apache Kafka's message definitions, per (api key, version). */
+#define PAL_KAFKA_MAX_RULES 32
+#define PAL_KAFKA_MAX_OPS 64
+#define PAL_KAFKA_STACK 4
+#define PAL_KAFKA_MAX_FRAME (100u << 20)
+
+struct pal_kafka_sock_key {
+	__u32 client_be; /* client (remote) address */
+	__u32 broker_be; /* broker (local) address */
+	__u32 client_port; /* host order */
+	__u32 broker_port; /* host order */
+};
+
+struct pal_kafka_ruleset {
+	__u32 nrules;
+	__u32 any_topic;      /* bitmap: rules with no topic restriction */
+	__u64 topic_apis[2];  /* bitmap over api keys 0..127 whose requests carry topics */
+};
+
+struct pal_kafka_rule_key {
+	__u32 ruleset;
+	__u32 index;
+};
+
+struct pal_kafka_rule {
+	__u64 api_keys[2];  /* bitmap over api keys 0..127 */
+	__s16 api_version;  /* -1: any */
+	__u8 client_id_len; /* 0xff: any client id */
+	__u8 pad;
+	__u32 pad2;
+	char client_id[PAL_KAFKA_CLIENT_ID_MAX];
+};
+
+struct pal_kafka_topic_key {
+	__u32 ruleset;
+	__u32 len;
+	char name[PAL_KAFKA_TOPIC_MAX];
+};
+/* value of the topics map: __u32 bitmap of the rules that allow exactly this topic */
+
+struct pal_kafka_topic_id {
+	__u8 id[16];
+};
+
+struct pal_kafka_topic_name {
+	__u32 len;
+	char name[PAL_KAFKA_TOPIC_MAX];
+};
+
+/* Layout ops (arg: 8-bit operand, target: 16-bit operand). */
+#define PAL_KOP_END 0          /* topics done: the rest of the frame is not inspected */
+#define PAL_KOP_SKIP 1         /* skip `target` bytes */
+#define PAL_KOP_SKIP_STR16 2   /* int16 length (-1 null) + bytes */
+#define PAL_KOP_SKIP_CSTR 3    /* uvarint length+1 (0 null) + bytes */
+#define PAL_KOP_SKIP_BYTES32 4 /* int32 length (-1 null) + bytes */
+#define PAL_KOP_SKIP_CBYTES 5  /* uvarint length+1 + bytes */
+#define PAL_KOP_SKIP_TAGS 6    /* uvarint count, then count x (uvarint tag, uvarint size, bytes) */
+#define PAL_KOP_ARR32 7        /* int32 count (-1 null): loop body until the ENDARR at `target` */
+#define PAL_KOP_CARR 8         /* uvarint count+1 (0 null) */
+#define PAL_KOP_ENDARR 9
+#define PAL_KOP_SKIP_ARR32 10  /* int32 count x `target` bytes */
+#define PAL_KOP_SKIP_CARR 11   /* uvarint count+1 x `target` bytes */
+#define PAL_KOP_TOPIC_STR16 12 /* a topic name (int16 length); null falls back to the stashed id */
+#define PAL_KOP_TOPIC_CSTR 13  /* a topic name (compact); null falls back to the stashed id */
+#define PAL_KOP_TOPIC_ID 14    /* a 16-byte topic id, checked through the id -> name map */
+#define PAL_KOP_STASH_ID 15    /* a 16-byte topic id that a following nullable name may stand for */
+#define PAL_KOP_SKIP_UVARINT 16
+
+struct pal_kafka_op {
+	__u8 op;
+	__u8 arg;
+	__u16 target;
+};
+
+struct pal_kafka_layout {
+	__u16 nops;
+	__u8 flexible; /* request header v2: a tag buffer follows the client id */
+	__u8 topic_bearing;
+	struct pal_kafka_op ops[PAL_KAFKA_MAX_OPS];
 };
 
 #endif /* PAL_ABI_H */

@@ -26,6 +26,14 @@ struct {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, __u32); /* endpoint id */
+	__type(value, struct pal_endpoint);
+	__uint(max_entries, 65535);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} pal_ep_ids SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
 	__type(key, __u64); /* cgroup v2 id */
 	__type(value, struct pal_endpoint);
 	__uint(max_entries, 65535);

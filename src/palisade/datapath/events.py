@@ -4,7 +4,8 @@ The raw layout is defined in bpf/lib/events.h; ``decode`` (added with the datapa
 values. Numbers follow Cilium's monitor so Hubble's field values come out right:
 - ``type``: Cilium monitor message types (1 drop, 4 trace, 5 policy verdict, 129 L7 access log).
 - ``drop_reason``: Cilium drop codes (133 POLICY_DENIED = no rule allowed / default deny, 181 POLICY_DENY =
-  an explicit deny rule, 155 CT_MAP_INSERTION_FAILED, 0 when not a drop); see DROP_REASONS.
+  an explicit deny rule, 155 CT_MAP_INSERTION_FAILED, 0 when not a drop), Palisade's own from 240; see
+  DROP_REASONS.
 - ``match_type``: Cilium's policy match type for policy-verdict events (MATCH_TYPES).
 """
 
@@ -49,13 +50,14 @@ DROP_REASONS: dict[int, str] = {
     130: "INVALID_PACKET_DROPPED",
     133: "POLICY_DENIED",
     134: "INVALID_PACKET_DROPPED",
-    136: "UNSUPPORTED_L3_PROTOCOL",
+    139: "UNSUPPORTED_L3_PROTOCOL",
     155: "CT_MAP_INSERTION_FAILED",
     181: "POLICY_DENY",
-    # Palisade additions (not in Cilium), rendered by name in flows.
-    200: "POLICY_MAP_FULL",
-    201: "L7_PARSE_ERROR",
-    202: "L7_UNKNOWN_TOPIC_ID",
+    # Palisade additions (not in Cilium; numbered above every Cilium code), rendered by name in flows.
+    240: "POLICY_MAP_FULL",
+    241: "L7_PARSE_ERROR",
+    242: "L7_UNKNOWN_TOPIC_ID",
+    243: "L7_NOT_ARMED",
 }
 
 # Cilium's policy match types (policy-verdict events): compact output prints them as Hubble does.
@@ -131,7 +133,9 @@ def monotonic_to_wall_offset_ns() -> int:
 def decode(data: bytes | memoryview, wall_offset_ns: int) -> DatapathEvent:
     """Decode one ring buffer record into a DatapathEvent (raises EventDecodeError on a malformed one)."""
     if len(data) < FLOW_EVENT_SIZE:
-        raise EventDecodeError(f"record of {len(data)} bytes is shorter than a flow event ({FLOW_EVENT_SIZE})")
+        raise EventDecodeError(
+            f"record of {len(data)} bytes is shorter than a flow event ({FLOW_EVENT_SIZE})"
+        )
     (
         etype,
         verdict,
@@ -179,7 +183,9 @@ def decode(data: bytes | memoryview, wall_offset_ns: int) -> DatapathEvent:
         time_ns=ts_ns + wall_offset_ns,
         verdict=Verdict(verdict) if verdict in _VERDICTS else Verdict.VERDICT_UNKNOWN,
         drop_reason=drop_reason,
-        direction=TrafficDirection(direction) if direction in (1, 2) else TrafficDirection.TRAFFIC_DIRECTION_UNKNOWN,
+        direction=TrafficDirection(direction)
+        if direction in (1, 2)
+        else TrafficDirection.TRAFFIC_DIRECTION_UNKNOWN,
         is_reply=bool(flags & 1),
         endpoint_id=ep_id,
         ifindex=ifindex,
