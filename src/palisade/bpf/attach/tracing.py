@@ -99,17 +99,27 @@ def perf_event_open(attr: PerfEventAttr, pid: int = -1, cpu: int = 0, group_fd: 
     return fd
 
 
-def attach_perf_event(prog: object, pfd: int, what: str) -> Link:
-    """Attach a program to an open perf event; takes ownership of ``pfd``."""
+def attach_perf_event(prog: object, pfd: int, what: str, *, cookie: int | None = None) -> Link:
+    """Attach a program to an open perf event; takes ownership of ``pfd``. ``cookie``: the value
+    bpf_get_attach_cookie() returns in the program (needs perf links, kernel >= 5.15)."""
     from palisade.bpf.object import Program
 
     assert isinstance(prog, Program)
     try:
-        lfd = int(L.func("bpf_link_create")(prog.fd, pfd, int(AttachType.PERF_EVENT), None))
+        o = None
+        if cookie is not None:
+            o = L.opts(L.BpfLinkCreateOpts, union_u64_0=cookie)
+        lfd = int(
+            L.func("bpf_link_create")(
+                prog.fd, pfd, int(AttachType.PERF_EVENT), ctypes.byref(o) if o is not None else None
+            )
+        )
         if lfd >= 0:
             fcntl.ioctl(pfd, PERF_EVENT_IOC_ENABLE, 0)
             L.close_fd(pfd)  # the link holds the perf event
             return Link(fd=lfd, what=what)
+        if cookie is not None:
+            raise NotSupported("bpf_cookie on perf links", f"{what}: BPF_LINK_CREATE: {L.strerror(-lfd)}")
         if -lfd not in (errno.EINVAL, errno.EOPNOTSUPP, 524):
             raise L.error(f"{what}: link", -lfd)
         fcntl.ioctl(pfd, PERF_EVENT_IOC_SET_BPF, prog.fd)
@@ -120,13 +130,17 @@ def attach_perf_event(prog: object, pfd: int, what: str) -> Link:
     return Link(fd=pfd, what=what, legacy_perf=True)
 
 
-def attach_tracepoint(prog: object, category: str, name: str) -> Link:
-    """Attach a tracepoint program to ``category/name`` (e.g. "syscalls", "sys_enter_execve")."""
+def attach_tracepoint(prog: object, category: str, name: str, *, cookie: int | None = None) -> Link:
+    """Attach a tracepoint program to ``category/name`` (e.g. "syscalls", "sys_enter_execve").
+
+    cookie: a u64 the program reads with bpf_get_attach_cookie() (one program attached to several tracepoints
+    tells them apart this way; tracepoint programs cannot read the entry's common_type). Attaches through
+    perf_event_open + BPF_LINK_CREATE; NotSupported on kernels without perf-link cookies (< 5.15)."""
     from palisade.bpf.object import Program
 
     assert isinstance(prog, Program)
     what = f"tracepoint {category}/{name} ({prog.name})"
-    if prog.has_libbpf_program:
+    if prog.has_libbpf_program and cookie is None:
         with L.capture() as msgs:
             ptr = L.func("bpf_program__attach_tracepoint")(prog.ptr, category.encode(), name.encode())
         if not ptr:
@@ -141,7 +155,7 @@ def attach_tracepoint(prog: object, category: str, name: str) -> Link:
     attr.config = tracepoint_id(category, name)
     attr.sample_period = 1
     attr.wakeup_events = 1
-    return attach_perf_event(prog, perf_event_open(attr), what)
+    return attach_perf_event(prog, perf_event_open(attr), what, cookie=cookie)
 
 
 def attach_raw_tracepoint(prog: object, name: str) -> Link:
