@@ -6,7 +6,7 @@
  *   when pal_rt_cfg.trace_all), and the followForks / followChildren bookkeeping.
  * - pal_rt_tp: ONE generic tracepoint program, attached to every tracepoint a policy uses (syscalls/sys_enter_*
  *   for kprobes on syscalls, any other tracepoint for spec.tracepoints). It finds its hook instances by the
- *   entry's common_type (the tracepoint id), evaluates their selectors and acts. Only matches reach userspace.
+ *   attach cookie (= the tracepoint id), evaluates their selectors and acts. Only matches reach userspace.
  *
  * The maps and structs are described in lib/process.h.
  */
@@ -936,13 +936,14 @@ int pal_rt_tp(void *ctx)
 	s = bpf_map_lookup_elem(&pal_rt_scratch_map, &zero);
 	if (!s)
 		return 0;
-	/* tracepoint programs may not load the entry's first 8 bytes (common fields) directly */
-	bpf_probe_read_kernel(s->tp, PAL_RT_TP_COPY, ctx);
-	s->tp_id = *(__u16 *)s->tp; /* struct trace_entry.type: the tracepoint id */
+	/* The entry's first 8 bytes hold a pt_regs pointer, not the common fields: the tracepoint comes from the
+	 * attach cookie (userspace attaches with cookie = tracepoint id). */
+	s->tp_id = (__u32)bpf_get_attach_cookie(ctx);
 	hook = bpf_map_lookup_elem(&pal_rt_hooks, &s->tp_id);
 	if (!hook)
 		return 0;
 	stat_add(PAL_RT_STAT_HOOK_CALLS, 1);
+	bpf_probe_read_kernel(s->tp, PAL_RT_TP_COPY, ctx); /* the fields, at their tracefs format offsets */
 	s->cgroup = bpf_get_current_cgroup_id();
 	cg = bpf_map_lookup_elem(&pal_rt_cgroups, &s->cgroup);
 	s->slots = cg ? cg->slots : 0;

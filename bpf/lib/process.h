@@ -7,7 +7,7 @@
  *
  * How a policy runs in the kernel:
  *   tracepoint fires (one generic program for every tracepoint, syscalls/sys_enter_* included)
- *     -> pal_rt_hooks[common_type]             which hook instances (policy x hook) use this tracepoint
+ *     -> pal_rt_hooks[attach cookie]           which hook instances (policy x hook) use this tracepoint
  *     -> pal_rt_instances[inst]                how to capture the args, which selector slots to try
  *     -> pal_rt_selectors[slot]                the selector: pod scope bit, PIDs, namespaces, caps, binary, args
  *          pod scope:  pal_rt_cgroups[current cgroup id].slots has bit <slot>
@@ -116,7 +116,7 @@ struct pal_rt_config {             /* pal_rt_config: array[1] */
 	__u32 pad;
 };
 
-struct pal_rt_hook {               /* pal_rt_hooks: key __u32 tracepoint id (common_type) */
+struct pal_rt_hook {               /* pal_rt_hooks: key __u32 tracepoint id (the link's attach cookie) */
 	__u32 ninst;
 	__u32 inst[PAL_RT_INST_PER_HOOK];
 };
