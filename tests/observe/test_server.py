@@ -6,6 +6,7 @@ import os
 import shutil
 import tempfile
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -88,6 +89,11 @@ def test_follow_receives_new_flows(served) -> None:  # type: ignore[no-untyped-d
 
     t = threading.Thread(target=consume)
     t.start()
+    # Ingest only once the stream is live (its first answer, the stored flow, has arrived): flows ingested
+    # before the server subscribed would be history, not news.
+    deadline = time.monotonic() + 10
+    while not got and time.monotonic() < deadline:
+        time.sleep(0.01)
     evs = flows()
     pipe.ingest([evs[4], evs[0], evs[7]])  # through the queue and worker thread; only 2 are DROPPED
     t.join(10)
