@@ -264,13 +264,19 @@ int BPF_PROG(pal_rt_exec, struct task_struct *p, pid_t old_pid, struct linux_bin
 	struct vfsmount *root_mnt;
 	__u32 blen, clen, alen = 0, dev;
 	__u64 ino, arg_start, arg_end, size;
+	struct pal_rt_follow_slots *fs_slots;
+	int wanted;
 
 	stat_add(PAL_RT_STAT_EXEC_SEEN, 1);
+	wanted = process_events_wanted(cgroup);
+	fs_slots = bpf_map_lookup_elem(&pal_rt_follow_slots, &zero);
+	if (!wanted && !(fs_slots && fs_slots->n))
+		return 0; /* the common case on a busy node: nothing to do for this process */
 	file = BPF_CORE_READ(bprm, file);
 	ino = BPF_CORE_READ(file, f_inode, i_ino);
 	dev = BPF_CORE_READ(file, f_inode, i_sb, s_dev);
 	follow_children_at_exec(tgid, dev, ino);
-	if (!process_events_wanted(cgroup))
+	if (!wanted)
 		return 0;
 	s = bpf_map_lookup_elem(&pal_rt_scratch_map, &zero);
 	if (!s)

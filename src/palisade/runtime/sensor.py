@@ -27,14 +27,19 @@ from palisade.errors import NotSupported, PalisadeError
 from palisade.runtime import abi, procfs
 from palisade.runtime.encode import (
     MAP_CGROUPS,
+    MAP_FOLLOW_SLOTS,
+    MAP_INSTANCES,
+    MAP_SELECTORS,
     ActiveHook,
     ActivePolicy,
     CompiledPolicy,
     KernelFacts,
+    MapOp,
     PodScope,
     Tables,
     build_tables,
     compile_policy,
+    ctype_sizes,
     diff_tables,
     encode_cgroup,
     pod_slots,
@@ -57,6 +62,7 @@ from palisade.runtime.tracingpolicy import TracingPolicy
 OBJECT_NAME = "process.bpf.o"
 EXEC_PROGRAMS = ("pal_rt_exec", "pal_rt_fork", "pal_rt_exit")
 TP_PROGRAM = "pal_rt_tp"
+ARRAY_MAPS = frozenset({MAP_INSTANCES, MAP_SELECTORS, MAP_FOLLOW_SLOTS})
 
 
 @dataclass(frozen=True)
@@ -381,25 +387,28 @@ class RuntimeSensor:
         for tp_id in [t for t in self._tp_links if t not in needed]:
             self._tp_links.pop(tp_id).destroy()
 
+    def _apply_op(self, op: MapOp) -> None:
+        m = self._obj.map(op.map)
+        if op.value is not None:
+            m.update(op.key, op.value)
+        elif op.map in ARRAY_MAPS:
+            m.update(
+                op.key, bytes(ctype_sizes()[op.map][1])
+            )  # array slots cannot be deleted: zero = inactive
+        else:
+            m.delete(op.key)
+
     def _write(self, new: Tables) -> None:
         """Write the delta from the current tables to ``new`` (bottom-up updates, then top-down deletes)."""
         for op in diff_tables(self._tables, new):
-            m = self._obj.map(op.map)
-            if op.value is None:
-                m.delete(op.key)
-            else:
-                m.update(op.key, op.value)
+            self._apply_op(op)
         self._tables = new
 
     def _rollback(self, attempted: Tables, before: Tables, applied: _Applied) -> None:
         """Undo a partly written apply: every key the attempt may have touched goes back to ``before``."""
         for op in diff_tables(attempted, before):
             try:
-                m = self._obj.map(op.map)
-                if op.value is None:
-                    m.delete(op.key)
-                else:
-                    m.update(op.key, op.value)
+                self._apply_op(op)
             except Exception as exc:
                 self.errors.append(f"rollback {op.map}: {exc}")
         self._tables = before
