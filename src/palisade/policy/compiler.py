@@ -136,7 +136,7 @@ class Delta:
 
 
 class _Rule:
-    __slots__ = ("contribs", "direction", "origin", "peers", "spec", "wildcard")
+    __slots__ = ("contribs", "direction", "origin", "peers", "sel_entries", "spec", "wildcard")
 
     def __init__(
         self, spec: _Spec, origin: RuleOrigin, peers: tuple[Peer, ...], contribs: tuple[Contrib, ...]
@@ -147,10 +147,11 @@ class _Rule:
         self.wildcard = WILDCARD in peers
         self.peers = tuple(p for p in peers if p is not WILDCARD)
         self.contribs = contribs
+        self.sel_entries: list[_SelEntry] = []  # the selector cache entries of ``peers`` (set on upsert)
 
 
 class _Spec:
-    __slots__ = ("audit", "default_deny", "enabled", "policy_key", "rules", "subject")
+    __slots__ = ("audit", "default_deny", "enabled", "policy_key", "rules", "subject", "wild_rules")
 
     def __init__(
         self,
@@ -166,6 +167,7 @@ class _Spec:
         self.default_deny = default_deny
         self.audit = audit
         self.rules: tuple[list[_Rule], list[_Rule]] = ([], [])
+        self.wild_rules: tuple[list[_Rule], list[_Rule]] = ([], [])
 
 
 class _Index:
@@ -243,10 +245,12 @@ class PolicyEngine:
         self._endpoints: dict[int, Endpoint] = {}
         self._ep_specs: dict[int, set[_Spec]] = {}
         self._spec_eps: dict[_Spec, set[int]] = {}
+        self._eps_by_ident: dict[int, set[int]] = defaultdict(set)
         self._ids_by_kv: dict[tuple[str, str], set[int]] = defaultdict(set)
         for ident, labels in RESERVED_LABELS.items():
             self._index_identity(ident, labels)
         self._sel: dict[Peer, _SelEntry] = {}
+        self._sel_by_ident: dict[int, set[_SelEntry]] = defaultdict(set)  # reverse of _SelEntry.selected
         self._sel_index = _Index()
         self._maps: dict[int, dict[int, dict[Key, Entry]]] = {}  # endpoint → identity → entries
         self._flags: dict[int, tuple[Flags, Flags]] = {}
@@ -256,6 +260,7 @@ class PolicyEngine:
         self._batch = 0
         self._dirty_full: set[int] = set()
         self._dirty_ids: dict[int, set[int]] = defaultdict(set)
+        self._dirty_flags: set[int] = set()
         self._removed: dict[int, dict[int, dict[Key, Entry]]] = {}
         self._ipc_before: dict[IPNetwork, int | None] = {}
 
@@ -323,11 +328,12 @@ class PolicyEngine:
                 for r in spec.rules[d]:
                     for p in r.peers:
                         self._acquire(p, r)
+                    r.sel_entries = [self._sel[p] for p in r.peers]
             eps = set(self._endpoints_selected_by(spec))
             self._spec_eps[spec] = eps
             for ep in eps:
                 self._ep_specs[ep].add(spec)
-                self._dirty_full.add(ep)
+                self._spec_changed(ep, spec)
         return self._done()
 
     def delete_policy(self, kind: str, namespace: str | None, name: str) -> Delta:
@@ -341,7 +347,7 @@ class PolicyEngine:
             self._spec_index.remove(spec)
             for ep in self._spec_eps.pop(spec, set()):
                 self._ep_specs[ep].discard(spec)
-                self._dirty_full.add(ep)
+                self._spec_changed(ep, spec)
             for d in Direction:
                 for r in spec.rules[d]:
                     for p in r.peers:
@@ -360,16 +366,43 @@ class PolicyEngine:
                 )
                 if not rule.peers or not contribs:
                     continue  # selects nothing (still counts for default deny via spec.enabled)
-                spec.rules[rule.direction].append(_Rule(spec, origin, rule.peers, contribs))
+                crule = _Rule(spec, origin, rule.peers, contribs)
+                spec.rules[rule.direction].append(crule)
+                if crule.wildcard:
+                    spec.wild_rules[rule.direction].append(crule)
             specs.append(spec)
         return specs
 
     def _endpoints_selected_by(self, spec: _Spec) -> list[int]:
-        return [
-            ep.id
-            for ep in self._endpoints.values()
-            if spec.subject.matches(self._labels.get(ep.identity, _EMPTY))
-        ]
+        keys = _Index._index_keys(spec.subject)
+        if keys is None:
+            idents: Iterable[int] = list(self._eps_by_ident)
+        else:
+            idents = set()
+            for kv in keys:
+                idents |= self._ids_by_kv.get(kv, set())
+        out: list[int] = []
+        for ident in idents:
+            eps = self._eps_by_ident.get(ident)
+            if eps and spec.subject.matches(self._labels.get(ident, _EMPTY)):
+                out.extend(eps)
+        return out
+
+    def _spec_changed(self, ep: int, spec: _Spec) -> None:
+        """A spec started or stopped selecting an endpoint: only the identities its rules select can change
+        (everything if it has wildcard-peer rules; a change of the flags is caught in _flush)."""
+        if ep in self._dirty_full:
+            return
+        ids: set[int] = set()
+        for d in Direction:
+            for r in spec.rules[d]:
+                if r.wildcard:
+                    self._dirty_full.add(ep)
+                    return
+                for se in r.sel_entries:
+                    ids |= se.selected
+        self._dirty_ids[ep].update(ids)
+        self._dirty_flags.add(ep)
 
     # --- selector cache -----------------------------------------------------------------------------------
 
@@ -383,6 +416,8 @@ class PolicyEngine:
                     if net.prefixlen > 0:
                         self._acquire_cidr(net)
             entry.selected = {i for i in self._candidate_ids(peer) if self._matches(peer, i)}
+            for i in entry.selected:
+                self._sel_by_ident[i].add(entry)
             self._sel_index.add(peer, peer.selector if isinstance(peer, EndpointPeer) else None)
         entry.rules.add(rule)
 
@@ -394,6 +429,8 @@ class PolicyEngine:
         if entry.rules:
             return
         del self._sel[peer]
+        for i in entry.selected:
+            self._sel_by_ident[i].discard(entry)
         self._sel_index.remove(peer)
         if isinstance(peer, CidrPeer):
             for net in (peer.cidr, *peer.excepts):
@@ -472,6 +509,7 @@ class PolicyEngine:
             if self._matches(peer, ident):
                 entry = self._sel[peer]
                 entry.selected.add(ident)
+                self._sel_by_ident[ident].add(entry)
                 self._mark_rules_dirty(entry.rules, ident)
 
     def _identity_removed(self, ident: int) -> None:
@@ -481,6 +519,7 @@ class PolicyEngine:
             entry = self._sel[peer]  # type: ignore[index]
             if ident in entry.selected:
                 entry.selected.discard(ident)
+                self._sel_by_ident[ident].discard(entry)
                 self._mark_rules_dirty(entry.rules, ident)
 
     def _mark_rules_dirty(self, rules: Iterable[_Rule], ident: int) -> None:
@@ -501,9 +540,8 @@ class PolicyEngine:
         if old is not None:
             self._identity_removed(identity)
         self._identity_added(identity, labels)
-        for ep in self._endpoints.values():
-            if ep.identity == identity:
-                self._reselect_endpoint(ep.id)
+        for ep_id in list(self._eps_by_ident.get(identity, ())):
+            self._reselect_endpoint(ep_id)
         return self._done()
 
     def delete_identity(self, identity: int) -> Delta:
@@ -511,9 +549,8 @@ class PolicyEngine:
             raise ValueError(f"identity {identity} is reserved or CIDR-scoped; the engine manages it")
         if identity in self._labels:
             self._identity_removed(identity)
-            for ep in self._endpoints.values():
-                if ep.identity == identity:
-                    self._reselect_endpoint(ep.id)
+            for ep_id in list(self._eps_by_ident.get(identity, ())):
+                self._reselect_endpoint(ep_id)
         return self._done()
 
     # --- endpoints ----------------------------------------------------------------------------------------
@@ -521,6 +558,11 @@ class PolicyEngine:
     def upsert_endpoint(self, endpoint: Endpoint) -> Delta:
         old = self._endpoints.get(endpoint.id)
         self._endpoints[endpoint.id] = endpoint
+        if old is not None:
+            self._eps_by_ident[old.identity].discard(endpoint.id)
+            if not self._eps_by_ident[old.identity]:
+                del self._eps_by_ident[old.identity]
+        self._eps_by_ident[endpoint.identity].add(endpoint.id)
         self._removed.pop(endpoint.id, None)
         old_ips = {_host_net(ip) for ip in old.ips} if old else set()
         new_ips = {_host_net(ip) for ip in endpoint.ips}
@@ -539,6 +581,10 @@ class PolicyEngine:
         old = self._endpoints.pop(endpoint_id, None)
         if old is None:
             return self._done()
+        self._eps_by_ident[old.identity].discard(endpoint_id)
+        if not self._eps_by_ident[old.identity]:
+            del self._eps_by_ident[old.identity]
+        self._dirty_flags.discard(endpoint_id)
         for ip in old.ips:
             net = _host_net(ip)
             if self._ip_owner.get(net) == endpoint_id:
@@ -589,6 +635,13 @@ class PolicyEngine:
                 continue
             new_map, new_flags = self._compute(ep_id, None)
             self._apply(delta, ep_id, new_map, new_flags, None)
+        for ep_id in self._dirty_flags - self._dirty_full:
+            if ep_id not in self._endpoints:
+                continue
+            if self._compute_flags(ep_id) != self._flags.get(ep_id, (NO_POLICY, NO_POLICY)):
+                self._dirty_full.add(ep_id)  # enforcement changed: any entry may change
+                new_map, new_flags = self._compute(ep_id, None)
+                self._apply(delta, ep_id, new_map, new_flags, None)
         for ep_id, ids in self._dirty_ids.items():
             if ep_id in self._dirty_full or ep_id not in self._endpoints:
                 continue
@@ -596,6 +649,7 @@ class PolicyEngine:
             self._apply(delta, ep_id, new_map, new_flags, ids)
         self._dirty_full = set()
         self._dirty_ids = defaultdict(set)
+        self._dirty_flags = set()
         for net, before in self._ipc_before.items():
             now = self._ipcache.get(net)
             if now == before:
@@ -636,32 +690,48 @@ class PolicyEngine:
         if ed:
             delta.endpoints[ep_id] = ed
 
-    def _compute(
-        self, ep_id: int, only: set[int] | None
-    ) -> tuple[dict[int, dict[Key, Entry]], tuple[Flags, Flags]]:
-        """Entries of one endpoint, by identity (all of them, or only the identities in ``only``)."""
+    def _compute_flags(self, ep_id: int) -> tuple[Flags, Flags]:
         specs = self._ep_specs.get(ep_id, set())
-        flags: list[Flags] = []
-        out: dict[int, dict[Key, Entry]] = {}
+        out = []
         for d in Direction:
             enforced = any(s.enabled[d] and s.default_deny[d] and not s.audit for s in specs)
             audit_sel = any(s.enabled[d] and s.default_deny[d] and s.audit for s in specs)
-            flags.append(Flags(enforced, audit_sel and not enforced))
+            out.append(Flags(enforced, audit_sel and not enforced))
+        return out[0], out[1]
+
+    def _compute(
+        self, ep_id: int, only: set[int] | None
+    ) -> tuple[dict[int, dict[Key, Entry]], tuple[Flags, Flags]]:
+        """Entries of one endpoint, by identity (all of them, or only the identities in ``only``: then the
+        endpoint's flags are unchanged, _flush checks that)."""
+        specs = self._ep_specs.get(ep_id, set())
+        flags = (
+            self._compute_flags(ep_id)
+            if only is None
+            else self._flags.get(ep_id) or self._compute_flags(ep_id)
+        )
+        out: dict[int, dict[Key, Entry]] = {}
+        for d in Direction:
+            enforced = flags[d].enforced
             wild: list[Contrib] = []
             by_id: dict[int, list[_Rule]] = defaultdict(list)
-            for s in specs:
-                for r in s.rules[d]:
-                    if r.wildcard:
-                        wild.extend(r.contribs)
-                    for p in r.peers:
-                        sel = self._sel[p].selected
-                        if only is None:
-                            for i in sel:
+            if only is None:
+                for s in specs:
+                    for r in s.rules[d]:
+                        if r.wildcard:
+                            wild.extend(r.contribs)
+                        for se in r.sel_entries:
+                            for i in se.selected:
                                 by_id[i].append(r)
-                        else:
-                            for i in only:
-                                if i in sel:
-                                    by_id[i].append(r)
+            else:
+                for s in specs:
+                    for r in s.wild_rules[d]:
+                        wild.extend(r.contribs)
+                for i in only:
+                    for se in self._sel_by_ident.get(i, ()):
+                        for r in se.rules:
+                            if r.direction == d and r.spec in specs:
+                                by_id[i].append(r)
             merged = _Merger(enforced, d)
             wild_blocks = sorted({c[0] for c in wild})
             if only is None or 0 in only:
@@ -693,7 +763,7 @@ class PolicyEngine:
                     tgt = out.setdefault(ident, {})
                     for b, e in entries:
                         tgt[Key(ident, d, *b)] = e
-        return out, (flags[0], flags[1])
+        return out, flags
 
     # --- bulk helpers -------------------------------------------------------------------------------------
 

@@ -50,7 +50,7 @@ class Key(NamedTuple):
         return f"{self.direction} id={ident} {ports}"
 
 
-@dataclass(frozen=True, order=True)
+@dataclass(frozen=True, order=True, eq=True, unsafe_hash=False)
 class RuleOrigin:
     """Which policy rule produced an entry (rule_index counts within ingress/egress/...Deny, across specs)."""
 
@@ -60,6 +60,17 @@ class RuleOrigin:
     direction: Direction
     rule_index: int
     deny: bool
+
+    def __post_init__(self) -> None:
+        # Origins are hashed each time an entry's origin set is built: compute the hash once.
+        object.__setattr__(
+            self,
+            "_hash",
+            hash((self.kind, self.namespace, self.name, int(self.direction), self.rule_index, self.deny)),
+        )
+
+    def __hash__(self) -> int:
+        return self._hash  # type: ignore[attr-defined,no-any-return]
 
     def __str__(self) -> str:
         ns = f"{self.namespace}/" if self.namespace else ""

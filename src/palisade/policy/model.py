@@ -27,6 +27,9 @@ class Direction(IntEnum):
     INGRESS = 0
     EGRESS = 1
 
+    # Enum's __hash__ is a Python-level function; keys holding a Direction are hashed on every map operation.
+    __hash__ = int.__hash__
+
     def __str__(self) -> str:
         return self.name.lower()
 
@@ -93,6 +96,12 @@ class Selector:
     """A label selector: every requirement must hold. No requirement at all selects everything."""
 
     requirements: tuple[Requirement, ...] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_hash", hash(self.requirements))  # selectors key the selector cache
+
+    def __hash__(self) -> int:
+        return self._hash  # type: ignore[attr-defined,no-any-return]
 
     def matches(self, labels: LabelSet) -> bool:
         return all(r.matches(labels) for r in self.requirements)
