@@ -69,9 +69,10 @@ def _process_info(c: _Colorer, node: str, proc: Mapping[str, Any]) -> tuple[str,
 
 
 def _trail(s: str, caps: str) -> str:
+    """tetra's CapTrailorPrinter: caps right-aligned to column 120 (Go counts the line's bytes, the width runes)."""
     if not caps:
         return s
-    return f"{s} {caps:>{max(CAPS_PAD - len(s), 0)}}"
+    return f"{s} {caps:>{max(CAPS_PAD - len(s.encode()), 0)}}"
 
 
 def _arg(args: list[Any], i: int, key: str) -> Any:

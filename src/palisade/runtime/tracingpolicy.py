@@ -619,7 +619,7 @@ def _parse_kprobe(raw: Any, path: str, errors: _Errors) -> Hook | None:
     args, selectors, message, tags = _parse_common(o, errors)
     if syscall:
         for i, a in enumerate(args):
-            if a.type not in SYSCALL_ARG_TYPES:
+            if a.type in ARG_TYPES and a.type not in SYSCALL_ARG_TYPES:
                 errors.add(
                     f"{o.sub('args')}[{i}].type",
                     f"type {a.type!r} needs a kernel object; a syscall receives user values (use one of "
@@ -646,7 +646,7 @@ def _parse_tracepoint(raw: Any, path: str, errors: _Errors) -> Hook | None:
         errors.add(o.sub("raw"), "raw tracepoints are not supported by Palisade (use raw: false)")
     args, selectors, message, tags = _parse_common(o, errors)
     for i, a in enumerate(args):
-        if a.type not in SYSCALL_ARG_TYPES:
+        if a.type in ARG_TYPES and a.type not in SYSCALL_ARG_TYPES:
             errors.add(
                 f"{o.sub('args')}[{i}].type", f"type {a.type!r} is not supported for tracepoint fields"
             )
@@ -696,6 +696,7 @@ def _parse_args(o: _Obj, errors: _Errors) -> tuple[KProbeArg, ...]:
             continue
         if index in seen:
             errors.add(a.sub("index"), f"index {index} is already declared by args[{seen[index]}]")
+            continue
         seen[index] = i
         out.append(KProbeArg(index, typ, size_idx, False, False, label))
     return tuple(out)
