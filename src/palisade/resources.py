@@ -84,6 +84,7 @@ _SUPPORTED_VERSIONS: dict[tuple[str, str], tuple[str, ...]] = {
 class ParseResult:
     resources: list[Any] = field(default_factory=list)
     warnings: list[PolicyWarning] = field(default_factory=list)
+    documents: list[Document] = field(default_factory=list)  # the document each resource came from
 
 
 def split_documents(text: str, source: str) -> list[Document]:
@@ -101,7 +102,14 @@ def split_documents(text: str, source: str) -> list[Document]:
             continue
         if not isinstance(data, Mapping):
             raise PolicyErrors(
-                [PolicyError("", f"expected a mapping (a Kubernetes object), got {type(data).__name__}", source=source, doc=i)]
+                [
+                    PolicyError(
+                        "",
+                        f"expected a mapping (a Kubernetes object), got {type(data).__name__}",
+                        source=source,
+                        doc=i,
+                    )
+                ]
             )
         docs.append(Document(source, i, data))
     return docs
@@ -129,20 +137,34 @@ def _parser_for(doc: Document) -> Parser:
         known = ", ".join(sorted(f"{g}/{k}" for g, k in _PARSERS))
         raise PolicyError("kind", f"unsupported kind {api_version} {kind} (supported: {known})")
     if version not in _SUPPORTED_VERSIONS[key]:
-        raise PolicyError("apiVersion", f"unsupported version {api_version!r} for {kind} (supported: "
-                          + ", ".join(f"{group}/{v}" for v in _SUPPORTED_VERSIONS[key]) + ")")
+        raise PolicyError(
+            "apiVersion",
+            f"unsupported version {api_version!r} for {kind} (supported: "
+            + ", ".join(f"{group}/{v}" for v in _SUPPORTED_VERSIONS[key])
+            + ")",
+        )
     module, _, func = _PARSERS[key].partition(":")
     parser: Parser = getattr(importlib.import_module(module), func)
     return parser
 
 
-def parse_documents(docs: Iterable[Document]) -> ParseResult:
-    """Parse every document; collect every error. Raises PolicyErrors if any document is bad (nothing returned)."""
+# Kinds whose parser takes ``namespace_override`` (like `kubectl apply -n NS` for namespaced objects).
+_NAMESPACE_OVERRIDE_KINDS = frozenset({"CiliumNetworkPolicy", "NetworkPolicy"})
+
+
+def parse_documents(docs: Iterable[Document], namespace_override: str | None = None) -> ParseResult:
+    """Parse every document; collect every error. Raises PolicyErrors if any document is bad (nothing returned).
+
+    ``namespace_override`` moves namespaced network policies into that namespace (see `palisade apply -n`)."""
     result = ParseResult()
     errors: list[PolicyError] = []
     for doc in docs:
         try:
-            resource, warnings = _parser_for(doc)(doc)
+            parser = _parser_for(doc)
+            if namespace_override and doc.data.get("kind") in _NAMESPACE_OVERRIDE_KINDS:
+                resource, warnings = parser(doc, namespace_override=namespace_override)  # type: ignore[call-arg]
+            else:
+                resource, warnings = parser(doc)
         except PolicyErrors as exc:
             errors.extend(e.located(source=doc.source, doc=doc.index) for e in exc.errors)
             continue
@@ -150,13 +172,14 @@ def parse_documents(docs: Iterable[Document]) -> ParseResult:
             errors.append(exc.located(source=doc.source, doc=doc.index))
             continue
         result.resources.append(resource)
+        result.documents.append(doc)
         result.warnings.extend(w.located(source=doc.source, doc=doc.index) for w in warnings)
     if errors:
         raise PolicyErrors(errors)
     return result
 
 
-def load_files(paths: Sequence[str | Path]) -> ParseResult:
+def load_files(paths: Sequence[str | Path], namespace_override: str | None = None) -> ParseResult:
     """Read and parse several files as one unit: any error anywhere means nothing is returned."""
     docs: list[Document] = []
     errors: list[PolicyError] = []
@@ -167,4 +190,4 @@ def load_files(paths: Sequence[str | Path]) -> ParseResult:
             errors.extend(exc.errors)
     if errors:
         raise PolicyErrors(errors)
-    return parse_documents(docs)
+    return parse_documents(docs, namespace_override)

@@ -105,7 +105,9 @@ class AgentConfig:
         if self.allow_localhost not in ("always", "policy"):
             raise ConfigError(f"allow-localhost: must be 'always' or 'policy', not {self.allow_localhost!r}")
         if self.monitor_aggregation not in ("none", "medium"):
-            raise ConfigError(f"monitor-aggregation: must be 'none' or 'medium', not {self.monitor_aggregation!r}")
+            raise ConfigError(
+                f"monitor-aggregation: must be 'none' or 'medium', not {self.monitor_aggregation!r}"
+            )
         rb = self.bpf_events_ringbuf_size
         if rb < 4096 or rb & (rb - 1):
             raise ConfigError(f"bpf-events-ringbuf-size: must be a power of two >= 4096, not {rb}")

@@ -429,6 +429,8 @@ def _print_py(level: int, fmt: bytes, va: int) -> int:
         if sink is not None:  # the caller attaches these to its error: log them quietly
             sink.append((level, text))
             pylevel = logging.DEBUG
+        elif "Exclusivity flag on" in text:  # clsact already present (bpf_tc_hook_create): expected
+            pylevel = logging.DEBUG
         if log.isEnabledFor(pylevel):
             log.log(pylevel, "%s", text.rstrip("\n"))
     except Exception:  # never let an exception cross into C

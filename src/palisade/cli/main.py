@@ -37,7 +37,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # Everything after the first "--" is a command to run (pod run / pod exec), never options of ours.
+    passthrough: list[str] = []
+    if "--" in argv:
+        i = argv.index("--")
+        argv, passthrough = argv[:i], argv[i + 1 :]
     args = parser.parse_args(argv)
+    args.passthrough = passthrough
     func = getattr(args, "func", None)
     if func is None:
         parser.print_help()
