@@ -90,6 +90,16 @@ _RESERVED_CLUSTER = frozenset(
 _WORLD_PREFIX: dict[int, IPNetwork] = {ID_WORLD: WORLD_V4, ID_WORLD_IPV4: WORLD_V4, ID_WORLD_IPV6: WORLD_V6}
 
 
+def ancestors(b: Block) -> list[Block]:
+    """b and every block containing it (shorter port prefixes, the whole protocol, every protocol)."""
+    proto, port, plen = b
+    if proto == PROTO_ANY:
+        return [ROOT]
+    out = [(proto, (port >> (16 - n)) << (16 - n) if n else 0, n) for n in range(plen, -1, -1)]
+    out.append(ROOT)
+    return out
+
+
 def block_contains(a: Block, b: Block) -> bool:
     """Is block b inside block a?"""
     if a[0] == PROTO_ANY:
@@ -261,6 +271,7 @@ class PolicyEngine:
         self._dirty_full: set[int] = set()
         self._dirty_ids: dict[int, set[int]] = defaultdict(set)
         self._dirty_flags: set[int] = set()
+        self._wild_cache: dict[int, tuple[list[Contrib], ...]] = {}  # endpoint → wildcard contributions
         self._removed: dict[int, dict[int, dict[Key, Entry]]] = {}
         self._ipc_before: dict[IPNetwork, int | None] = {}
 
@@ -391,6 +402,7 @@ class PolicyEngine:
     def _spec_changed(self, ep: int, spec: _Spec) -> None:
         """A spec started or stopped selecting an endpoint: only the identities its rules select can change
         (everything if it has wildcard-peer rules; a change of the flags is caught in _flush)."""
+        self._wild_cache.pop(ep, None)
         if ep in self._dirty_full:
             return
         ids: set[int] = set()
@@ -585,6 +597,7 @@ class PolicyEngine:
         if not self._eps_by_ident[old.identity]:
             del self._eps_by_ident[old.identity]
         self._dirty_flags.discard(endpoint_id)
+        self._wild_cache.pop(endpoint_id, None)
         for ip in old.ips:
             net = _host_net(ip)
             if self._ip_owner.get(net) == endpoint_id:
@@ -610,6 +623,7 @@ class PolicyEngine:
         for spec in specs:
             self._spec_eps.setdefault(spec, set()).add(ep_id)
         self._ep_specs[ep_id] = specs
+        self._wild_cache.pop(ep_id, None)
         self._dirty_full.add(ep_id)
 
     def _set_ipcache(self, net: IPNetwork, ident: int | None) -> None:
@@ -724,19 +738,26 @@ class PolicyEngine:
                             for i in se.selected:
                                 by_id[i].append(r)
             else:
-                for s in specs:
-                    for r in s.wild_rules[d]:
-                        wild.extend(r.contribs)
+                cached = self._wild_cache.get(ep_id)
+                if cached is None:
+                    cached = tuple(
+                        [c for s in specs for r in s.wild_rules[dd] for c in r.contribs] for dd in Direction
+                    )
+                    self._wild_cache[ep_id] = cached
+                wild = cached[d]
                 for i in only:
                     for se in self._sel_by_ident.get(i, ()):
                         for r in se.rules:
                             if r.direction == d and r.spec in specs:
                                 by_id[i].append(r)
             merged = _Merger(enforced, d)
-            wild_blocks = sorted({c[0] for c in wild})
+            wild_by_block: dict[Block, list[Contrib]] = defaultdict(list)
+            for c in wild:
+                wild_by_block[c[0]].append(c)
+            wild_blocks = sorted(wild_by_block)
             if only is None or 0 in only:
                 for b in wild_blocks:
-                    e = merged.entry([c for c in wild if block_contains(c[0], b)])
+                    e = merged.entry([c for a in ancestors(b) for c in wild_by_block.get(a, ())])
                     if e is not None:
                         out.setdefault(0, {})[Key(0, d, *b)] = e
             groups: dict[tuple[int, ...], list[int]] = defaultdict(list)
@@ -747,16 +768,20 @@ class PolicyEngine:
                 groups[sig].append(ident)
                 rules_of[sig] = uniq
             for sig, idents in groups.items():
-                contribs = [c for r in rules_of[sig] for c in r.contribs]
-                own_blocks = {c[0] for c in contribs}
+                by_block: dict[Block, list[Contrib]] = defaultdict(list)
+                for r in rules_of[sig]:
+                    for c in r.contribs:
+                        by_block[c[0]].append(c)
+                own_blocks = set(by_block)
                 blocks = set(own_blocks)
                 for b in wild_blocks:
-                    if b not in blocks and any(block_contains(a, b) for a in own_blocks):
+                    if b not in blocks and any(a in own_blocks for a in ancestors(b)):
                         blocks.add(b)
-                allc = contribs + wild
+                for b, cs in wild_by_block.items():
+                    by_block[b].extend(cs)
                 entries: list[tuple[Block, Entry]] = []
                 for b in blocks:
-                    e = merged.entry([c for c in allc if block_contains(c[0], b)])
+                    e = merged.entry([c for a in ancestors(b) for c in by_block.get(a, ())])
                     if e is not None:
                         entries.append((b, e))
                 for ident in idents:
