@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
@@ -24,3 +25,19 @@ def examples_dir() -> Path:
 @pytest.fixture(scope="session")
 def repo_dir() -> Path:
     return REPO
+
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/helpers importable as `helpers`
+
+
+@pytest.fixture(scope="module")
+def agent():  # type: ignore[no-untyped-def]
+    """A real agent (subprocess) for this test module; everything it made is removed afterwards."""
+    from helpers.agent import TestAgent
+
+    a = TestAgent()
+    try:
+        a.start()
+        yield a
+    finally:
+        a.cleanup()
