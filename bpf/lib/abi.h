@@ -305,11 +305,15 @@ struct pal_kafka_topic_name {
 #define PAL_KOP_ENDARR 9
 #define PAL_KOP_SKIP_ARR32 10  /* int32 count x `target` bytes */
 #define PAL_KOP_SKIP_CARR 11   /* uvarint count+1 x `target` bytes */
-#define PAL_KOP_TOPIC_STR16 12 /* a topic name (int16 length); null falls back to the stashed id */
-#define PAL_KOP_TOPIC_CSTR 13  /* a topic name (compact); null falls back to the stashed id */
-#define PAL_KOP_TOPIC_ID 14    /* a 16-byte topic id, checked through the id -> name map */
-#define PAL_KOP_STASH_ID 15    /* a 16-byte topic id that a following nullable name may stand for */
+#define PAL_KOP_TOPIC_STR16 12 /* a topic name (int16 length, checked unless null), then the stashed id */
+#define PAL_KOP_TOPIC_CSTR 13  /* a topic name (compact), then the stashed id */
+#define PAL_KOP_TOPIC_ID 14    /* a 16-byte topic id, checked through the id -> name map (zero: none) */
+#define PAL_KOP_STASH_ID 15    /* a 16-byte topic id checked by the name op that follows (zero: none) */
 #define PAL_KOP_SKIP_UVARINT 16
+#define PAL_KOP_OPT_STRUCT 17  /* int8 marker of a nullable struct: negative = null, continue at `target` */
+
+/* arg bits */
+#define PAL_KOP_F_NULLABLE 1 /* null (length / count -1, compact 0) is allowed; otherwise it is malformed */
 
 struct pal_kafka_op {
 	__u8 op;
