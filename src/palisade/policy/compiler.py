@@ -644,22 +644,39 @@ class PolicyEngine:
                 ed.deleted.update(entries)
             delta.endpoints[ep_id] = ed
         self._removed = {}
+        # Endpoints selected by the same policies (replicas: same identity) get the same entries: compute once.
+        # The per-identity dicts are never mutated after computation, so sharing them is safe.
+        memo: dict[
+            tuple[frozenset[_Spec], frozenset[int] | None],
+            tuple[dict[int, dict[Key, Entry]], tuple[Flags, Flags]],
+        ] = {}
+
+        def compute(
+            ep_id: int, only: set[int] | None
+        ) -> tuple[dict[int, dict[Key, Entry]], tuple[Flags, Flags]]:
+            key = (frozenset(self._ep_specs.get(ep_id, ())), None if only is None else frozenset(only))
+            hit = memo.get(key)
+            if hit is None or (only is not None and self._flags.get(ep_id) != hit[1]):
+                hit = self._compute(ep_id, only)
+                memo[key] = hit
+            return hit
+
         for ep_id in self._dirty_full:
             if ep_id not in self._endpoints:
                 continue
-            new_map, new_flags = self._compute(ep_id, None)
+            new_map, new_flags = compute(ep_id, None)
             self._apply(delta, ep_id, new_map, new_flags, None)
         for ep_id in self._dirty_flags - self._dirty_full:
             if ep_id not in self._endpoints:
                 continue
             if self._compute_flags(ep_id) != self._flags.get(ep_id, (NO_POLICY, NO_POLICY)):
                 self._dirty_full.add(ep_id)  # enforcement changed: any entry may change
-                new_map, new_flags = self._compute(ep_id, None)
+                new_map, new_flags = compute(ep_id, None)
                 self._apply(delta, ep_id, new_map, new_flags, None)
         for ep_id, ids in self._dirty_ids.items():
             if ep_id in self._dirty_full or ep_id not in self._endpoints:
                 continue
-            new_map, new_flags = self._compute(ep_id, ids)
+            new_map, new_flags = compute(ep_id, ids)
             self._apply(delta, ep_id, new_map, new_flags, ids)
         self._dirty_full = set()
         self._dirty_ids = defaultdict(set)
