@@ -293,3 +293,40 @@ def test_resources_adds_file_and_document(tmp_path: Path) -> None:
     assert (
         ei.value.errors[0].render().startswith(f"{f}: doc 1: spec.ingress[0].fromEntities[0]: unknown entity")
     )
+
+
+def test_namespace_override_moves_knp_not_ccnp() -> None:
+    knp = _doc("""
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: k, namespace: web}
+spec: {podSelector: {}, ingress: [{from: [{podSelector: {}}]}]}
+""")
+    pol, _ = parse_document(knp, namespace_override="other")
+    assert pol.namespace == "other"
+    assert "io.kubernetes.pod.namespace=other" in str(pol.specs[0].subject)
+    assert "io.kubernetes.pod.namespace=other" in str(pol.specs[0].rules[0].peers[0])
+    ccnp = _doc("""
+apiVersion: cilium.io/v2
+kind: CiliumClusterwideNetworkPolicy
+metadata: {name: c}
+spec: {endpointSelector: {}, ingress: [{fromEntities: [world]}]}
+""")
+    pol2, _ = parse_document(ccnp, namespace_override="other")
+    assert pol2.namespace is None and pol2.specs[0].subject.is_wildcard
+
+
+def test_http_rules_are_validated_and_kept() -> None:
+    pol, _ = parse_document(
+        _doc(
+            BASE.format(
+                rule="{toPorts: [{ports: [{port: '80', protocol: TCP}], rules: {http: [{method: GET, path: '/api/.*'}]}}]}"
+            )
+        )
+    )
+    pr = pol.specs[0].rules[0].ports[0]
+    assert pr.http is not None and pr.http[0].method == "GET"
+    errs = _errors(BASE.format(rule="{toPorts: [{ports: [{port: '80'}], rules: {http: [{path: '(['}]}}]}"))
+    assert len(errs) == 1 and errs[0].startswith(
+        "spec.ingress[0].toPorts[0].rules.http[0].path: invalid regular expression"
+    )

@@ -398,3 +398,26 @@ def test_origins_name_every_rule_that_allowed() -> None:
     v = lookup(w.engine.mapstate(w.eps[KAFKA]), w.engine.flags(w.eps[KAFKA])[IN], 2, IN, TCP, 9092)
     assert sorted(o.name for o in v.origins) == ["one", "two"]
     assert v.l7 is not None and len(v.l7) == 2
+
+
+def test_http_rules_are_refused_by_the_compiler() -> None:
+    from palisade.errors import NotSupported
+
+    w = World(PODS)
+    pol = cnp(
+        "h",
+        {
+            "endpointSelector": {},
+            "ingress": [
+                {
+                    "toPorts": [
+                        {"ports": [{"port": "80", "protocol": "TCP"}], "rules": {"http": [{"method": "GET"}]}}
+                    ]
+                }
+            ],
+        },
+        "tenant-alpha",
+    )
+    with pytest.raises(NotSupported):
+        w.engine.upsert_policy(pol)
+    assert w.engine.mapstate(w.eps[KAFKA]) == {} and w.engine.policies() == []  # nothing half-applied
