@@ -175,14 +175,30 @@ static __always_inline void stat_add(__u32 idx, __u64 n)
 		*v += n;
 }
 
-static __always_inline int emit(void *data, __u64 size)
+/*
+ * Process events do not wake the reader one by one (a wakeup per exec costs the exec'ing task an irq_work and the
+ * reader a context switch): the reader polls every few tens of milliseconds, and a wakeup is forced once a batch
+ * is pending. Policy events (urgent) wake it at once.
+ */
+#define PAL_RT_WAKEUP_BYTES (64 * 1024)
+
+static __always_inline int emit_flags(void *data, __u64 size, __u64 flags)
 {
-	if (bpf_ringbuf_output(&pal_rt_events, data, size, 0)) {
+	if (bpf_ringbuf_output(&pal_rt_events, data, size, flags)) {
 		stat_add(PAL_RT_STAT_LOST, 1);
 		return -1;
 	}
 	stat_add(PAL_RT_STAT_EVENTS, 1);
 	return 0;
+}
+
+static __always_inline int emit(void *data, __u64 size)
+{
+	__u64 flags = BPF_RB_NO_WAKEUP;
+
+	if (bpf_ringbuf_query(&pal_rt_events, BPF_RB_AVAIL_DATA) >= PAL_RT_WAKEUP_BYTES)
+		flags = BPF_RB_FORCE_WAKEUP;
+	return emit_flags(data, size, flags);
 }
 
 static __always_inline int process_events_wanted(__u64 cgroup)
@@ -867,7 +883,7 @@ PAL_RT_GLOBAL int pal_rt_post(struct pal_rt_scratch *s, struct pal_rt_instance *
 	if (size > sizeof(*ev))
 		size = sizeof(*ev);
 	ev->hdr.size = size;
-	return emit(ev, size);
+	return emit_flags(ev, size, BPF_RB_FORCE_WAKEUP); /* a policy match: wake the reader now */
 }
 
 PAL_RT_GLOBAL int pal_rt_run_instance(struct pal_rt_scratch *s, __u32 inst_id)

@@ -159,7 +159,7 @@ def test_follow_reads_appended_lines_across_a_rotation(tmp_path: Path) -> None:
     try:
         with ExportWriter(str(path), max_bytes=1024, backups=1) as w:
             for i in range(30):
-                w.write({"n": i, "pad": "x" * 60})
+                w.write({"n": i, "pad": "x" * 60}, flush=True)
                 time.sleep(0.005)
         deadline = time.monotonic() + 5
         while len(got) < 30 and time.monotonic() < deadline:

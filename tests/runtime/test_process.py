@@ -126,7 +126,7 @@ def test_exec_event_json_shape() -> None:
     assert list(ev) == ["process_exec", "node_name", "time"]
     p = ev["process_exec"]["process"]
     assert list(p) == ["exec_id", "pid", "uid", "cwd", "binary", "arguments", "flags", "start_time", "auid", "pod",
-                       "docker", "parent_exec_id", "refcnt", "tid"]  # fmt: skip
+                       "docker", "parent_exec_id", "tid"]  # fmt: skip
     assert p["pod"] == {
         "namespace": "tenant-alpha",
         "name": "ingestion-service",

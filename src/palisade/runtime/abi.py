@@ -8,6 +8,7 @@ with ``build/bpf/process.bpf.o`` member by member.
 from __future__ import annotations
 
 import ctypes
+import struct
 from dataclasses import dataclass
 
 from palisade.errors import PalisadeError
@@ -358,65 +359,72 @@ class PolicyEvent:
 RuntimeEvent = ExecEvent | CloneEvent | ExitEvent | PolicyEvent
 
 
+# Fast decoding with struct (the ctypes mirrors above stay the reference; import-time asserts tie them together).
+_HDR = struct.Struct("<BBHIQIIQ")
+_EXEC = struct.Struct("<BBHIQIIQIIIIIIQIIQHHHH")
+_CLONE = struct.Struct("<BBHIQIIQIIQ")
+_EXIT = struct.Struct("<BBHIQIIQIIQ")
+_POLICY = struct.Struct("<BBHIQIIQIIIIIIQ")
+_ARG = struct.Struct("<BBHIQ")
+assert _HDR.size == HDR_SIZE and _EXEC.size == EXEC_DATA_OFF and _CLONE.size == ctypes.sizeof(EvClone)
+assert _EXIT.size == ctypes.sizeof(EvExit) and _ARG.size == ctypes.sizeof(EvArg)
+assert _POLICY.size == EvPolicy.args.offset and _POLICY.size + ARGS * _ARG.size == POLICY_DATA_OFF
+
+
 def _text(b: bytes) -> str:
     return b.split(b"\0", 1)[0].decode("utf-8", "replace")
-
-
-def _header(h: EvHdr) -> Header:
-    return Header(h.type, h.cpu, h.ktime, h.pid, h.tid, h.cgroup_id)
 
 
 def decode(raw: bytes | memoryview) -> RuntimeEvent:
     """Decode one ring-buffer record (the bytes the BPF program passed to bpf_ringbuf_output)."""
     data = bytes(raw)
-    if len(data) < HDR_SIZE:
-        raise DecodeError(0, f"{len(data)} bytes is shorter than the {HDR_SIZE}-byte header")
+    n = len(data)
+    if n < HDR_SIZE:
+        raise DecodeError(0, f"{n} bytes is shorter than the {HDR_SIZE}-byte header")
     typ = data[0]
     if typ == EV_EXEC:
-        if len(data) < EXEC_DATA_OFF:
-            raise DecodeError(len(data), f"exec event needs at least {EXEC_DATA_OFF} bytes")
-        ev = EvExec.from_buffer_copy(data[:EXEC_DATA_OFF].ljust(ctypes.sizeof(EvExec), b"\0"))
-        need = EXEC_DATA_OFF + ev.binary_len + ev.cwd_len + ev.args_len
-        if len(data) < need:
-            raise DecodeError(len(data), f"exec event data runs past the record ({need} > {len(data)} bytes)")
+        if n < EXEC_DATA_OFF:
+            raise DecodeError(n, f"exec event needs at least {EXEC_DATA_OFF} bytes")
+        f = _EXEC.unpack_from(data)
+        hdr = Header(f[0], f[3], f[4], f[5], f[6], f[7])
+        blen, clen, alen = f[18], f[19], f[20]
+        need = EXEC_DATA_OFF + blen + clen + alen
+        if n < need:
+            raise DecodeError(n, f"exec event data runs past the record ({need} > {n} bytes)")
         o = EXEC_DATA_OFF
-        binary = _text(data[o : o + ev.binary_len])
-        o += ev.binary_len
-        cwd = _text(data[o : o + ev.cwd_len])
-        o += ev.cwd_len
-        raw_args = data[o : o + ev.args_len]
+        binary = _text(data[o : o + blen])
+        o += blen
+        cwd = _text(data[o : o + clen])
+        o += clen
+        raw_args = data[o : o + alen]
         if raw_args.endswith(b"\0"):
             raw_args = raw_args[:-1]
         argv = tuple(a.decode("utf-8", "replace") for a in raw_args.split(b"\0")) if raw_args else ()
-        return ExecEvent(
-            _header(ev.hdr), ev.ppid, ev.uid, ev.euid, ev.gid, ev.auid, ev.flags, ev.start_ktime, ev.exe_dev,
-            ev.exe_ino, binary, cwd, argv,
-        )  # fmt: skip
-    if typ == EV_CLONE:
-        if len(data) < ctypes.sizeof(EvClone):
-            raise DecodeError(len(data), f"clone event needs {ctypes.sizeof(EvClone)} bytes")
-        c = EvClone.from_buffer_copy(data[: ctypes.sizeof(EvClone)])
-        return CloneEvent(_header(c.hdr), c.ppid, c.start_ktime)
-    if typ == EV_EXIT:
-        if len(data) < ctypes.sizeof(EvExit):
-            raise DecodeError(len(data), f"exit event needs {ctypes.sizeof(EvExit)} bytes")
-        x = EvExit.from_buffer_copy(data[: ctypes.sizeof(EvExit)])
-        return ExitEvent(_header(x.hdr), x.exit_code, x.start_ktime)
+        return ExecEvent(hdr, f[8], f[9], f[10], f[11], f[12], f[13], f[14], f[15], f[17], binary, cwd, argv)
+    if typ == EV_CLONE or typ == EV_EXIT:
+        st = _CLONE if typ == EV_CLONE else _EXIT
+        if n < st.size:
+            raise DecodeError(n, f"{'clone' if typ == EV_CLONE else 'exit'} event needs {st.size} bytes")
+        f = st.unpack_from(data)
+        hdr = Header(f[0], f[3], f[4], f[5], f[6], f[7])
+        if typ == EV_CLONE:
+            return CloneEvent(hdr, f[8], f[10])
+        return ExitEvent(hdr, f[8], f[10])
     if typ == EV_POLICY:
-        if len(data) < POLICY_DATA_OFF:
-            raise DecodeError(len(data), f"policy event needs at least {POLICY_DATA_OFF} bytes")
-        p = EvPolicy.from_buffer_copy(data[:POLICY_DATA_OFF].ljust(ctypes.sizeof(EvPolicy), b"\0"))
+        if n < POLICY_DATA_OFF:
+            raise DecodeError(n, f"policy event needs at least {POLICY_DATA_OFF} bytes")
+        f = _POLICY.unpack_from(data)
+        hdr = Header(f[0], f[3], f[4], f[5], f[6], f[7])
         args: list[CapturedArg] = []
         o = POLICY_DATA_OFF
-        for a in p.args:
+        for i in range(ARGS):
+            kind, trunc, alen, _pad, value = _ARG.unpack_from(data, _POLICY.size + i * _ARG.size)
             payload = b""
-            if a.kind not in (ARG_NONE, ARG_INT, ARG_UINT):
-                if o + a.len > len(data):
-                    raise DecodeError(o, f"argument payload of {a.len} bytes runs past the record")
-                payload = data[o : o + a.len]
-                o += a.len
-            args.append(CapturedArg(a.kind, bool(a.truncated), a.value, payload))
-        return PolicyEvent(
-            _header(p.hdr), p.inst, p.slot, p.actions, p.tp_id, p.ppid, p.flags, p.start_ktime, tuple(args)
-        )
+            if kind not in (ARG_NONE, ARG_INT, ARG_UINT):
+                if o + alen > n:
+                    raise DecodeError(o, f"argument payload of {alen} bytes runs past the record")
+                payload = data[o : o + alen]
+                o += alen
+            args.append(CapturedArg(kind, bool(trunc), value, payload))
+        return PolicyEvent(hdr, f[8], f[9], f[10], f[11], f[12], f[13], f[14], tuple(args))
     raise DecodeError(0, f"unknown event type {typ}")

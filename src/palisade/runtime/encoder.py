@@ -181,8 +181,12 @@ def _kprobe_line(c: _Colorer, info: str, body: Mapping[str, Any]) -> str:
     return f"{c('blue', '❓ syscall')} {info} {fn}"
 
 
+_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), check_circular=False).encode
+
+
 def json_line(ev: Mapping[str, Any]) -> str:
-    return json.dumps(ev, ensure_ascii=False, separators=(",", ":"))
+    """One event as compact JSON (the export file's and ``-o json``'s line)."""
+    return _dumps(ev)
 
 
 def render(events: Iterable[Mapping[str, Any]], output: str = "json", *, color: bool = False,

@@ -33,14 +33,21 @@ class ExportWriter:
         self._size = self._f.tell()
         self.rotations = 0
 
-    def write(self, event: Mapping[str, Any]) -> None:
+    def write(self, event: Mapping[str, Any], *, flush: bool = False) -> None:
+        """Append one event (buffered: call flush(), or pass flush=True, to push it to the file)."""
         line = (json_line(event) + "\n").encode()
         with self._lock:
             if self._size and self._size + len(line) > self.max_bytes:
                 self._rotate()
             self._f.write(line)
-            self._f.flush()
             self._size += len(line)
+            if flush:
+                self._f.flush()
+
+    def flush(self) -> None:
+        with self._lock:
+            if not self._f.closed:
+                self._f.flush()
 
     def _rotate(self) -> None:
         self._f.close()

@@ -14,7 +14,7 @@ from __future__ import annotations
 import base64
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -37,10 +37,17 @@ def exec_id(node: str, ktime: int, pid: int) -> str:
     return base64.b64encode(f"{node}:{ktime}:{pid}".encode()).decode()
 
 
+_SECONDS: dict[int, str] = {}
+
+
 def format_time(ns: int) -> str:
     """RFC 3339 UTC like protojson's Timestamp: 0, 3, 6 or 9 fractional digits as needed."""
     secs, nanos = divmod(ns, 1_000_000_000)
-    base = datetime.fromtimestamp(secs, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    base = _SECONDS.get(secs)
+    if base is None:
+        if len(_SECONDS) > 4096:
+            _SECONDS.clear()
+        base = _SECONDS[secs] = datetime.fromtimestamp(secs, UTC).strftime("%Y-%m-%dT%H:%M:%S")
     if nanos == 0:
         return base + "Z"
     if nanos % 1_000_000 == 0:
@@ -77,8 +84,9 @@ class ProcessEntry:
     parent_exec_id: str = ""
     tid: int = 0
     pod: PodInfo | None = None
-    refcnt: int = 1
+    refcnt: int = 1  # images referring to this one as parent, plus one while it is current
     exited: bool = False
+    cached: dict[str, Any] | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -221,19 +229,14 @@ class ProcessCache:
         parent = self.by_pid(ev.ppid)
         if parent is None:
             return None
-        e = replace(
-            parent,
-            exec_id=exec_id(self.node, ev.hdr.ktime, ev.hdr.pid),
-            pid=ev.hdr.pid,
-            tid=ev.hdr.pid,
+        e = ProcessEntry(
+            exec_id=exec_id(self.node, ev.hdr.ktime, ev.hdr.pid), pid=ev.hdr.pid, uid=parent.uid, auid=parent.auid,
+            cwd=parent.cwd, binary=parent.binary, arguments=parent.arguments,
             flags=(*(f for f in parent.flags if f not in ("execve", "procFS", "clone", "auid")), "clone"),
-            start_ns=self.clock.wall(ev.hdr.ktime),
-            ktime=ev.hdr.ktime,
-            cgroup_id=ev.hdr.cgroup_id or parent.cgroup_id,
-            parent_exec_id=parent.exec_id,
-            refcnt=1,
-            exited=False,
-        )
+            start_ns=self.clock.wall(ev.hdr.ktime), ktime=ev.hdr.ktime,
+            cgroup_id=ev.hdr.cgroup_id or parent.cgroup_id, parent_exec_id=parent.exec_id, tid=ev.hdr.pid,
+            pod=self._pod(ev.hdr.cgroup_id) if ev.hdr.cgroup_id != parent.cgroup_id else parent.pod,
+        )  # fmt: skip
         self._store(e)
         return e
 
@@ -264,6 +267,7 @@ class ProcessCache:
             e = self._by_id.get(eid)
             if e is not None and e.cgroup_id == cgroup_id:
                 e.pod = pod
+                e.cached = None
 
 
 # ==========================================================================================================
@@ -291,7 +295,21 @@ def container_dict(c: Any) -> dict[str, Any]:
     return out
 
 
+_POD_DICTS: dict[int, tuple[PodInfo, dict[str, Any]]] = {}
+
+
 def pod_dict(pod: PodInfo) -> dict[str, Any]:
+    hit = _POD_DICTS.get(id(pod))
+    if hit is not None and hit[0] is pod:
+        return hit[1]
+    out = _pod_dict(pod)
+    if len(_POD_DICTS) > 4096:
+        _POD_DICTS.clear()
+    _POD_DICTS[id(pod)] = (pod, out)
+    return out
+
+
+def _pod_dict(pod: PodInfo) -> dict[str, Any]:
     out: dict[str, Any] = {"namespace": pod.namespace, "name": pod.name}
     labels = [f"k8s:{k}={v}" for k, v in sorted(pod.labels.items())]
     labels.append(f"k8s:io.kubernetes.pod.namespace={pod.namespace}")
@@ -316,6 +334,9 @@ def docker_id(pod: PodInfo | None) -> str:
 
 
 def process_dict(e: ProcessEntry) -> dict[str, Any]:
+    """Tetragon's Process (cached on the entry: callers must not mutate the result)."""
+    if e.cached is not None:
+        return e.cached
     out: dict[str, Any] = {"exec_id": e.exec_id, "pid": e.pid, "uid": e.uid}
     if e.cwd:
         out["cwd"] = e.cwd
@@ -332,9 +353,8 @@ def process_dict(e: ProcessEntry) -> dict[str, Any]:
         out["docker"] = d
     if e.parent_exec_id:
         out["parent_exec_id"] = e.parent_exec_id
-    if e.refcnt:
-        out["refcnt"] = e.refcnt
     out["tid"] = e.tid or e.pid
+    e.cached = out
     return out
 
 
@@ -450,9 +470,9 @@ def policy_event(
     *,
     ancestors: bool = True,
 ) -> dict[str, Any]:
-    proc = process_dict(e)
+    proc: dict[str, Any] = process_dict(e)
     if ev.hdr.tid and ev.hdr.tid != e.pid:
-        proc["tid"] = ev.hdr.tid
+        proc = {**proc, "tid": ev.hdr.tid}
     body: dict[str, Any] = {"process": proc}
     p = cache.parent(e)
     if p is not None:

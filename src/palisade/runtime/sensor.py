@@ -68,7 +68,9 @@ ARRAY_MAPS = frozenset({MAP_INSTANCES, MAP_SELECTORS, MAP_FOLLOW_SLOTS})
 @dataclass(frozen=True)
 class SensorOptions:
     trace_all: bool = False  # process_exec/exit for every process on the node, not only known pods
-    ancestors: bool = True  # include ProcessExec.ancestors etc.
+    ancestors: bool = (
+        False  # include ancestors beyond the parent (Tetragon: --enable-ancestors, off by default)
+    )
     load_procfs: bool = True  # describe processes that existed before start (procFS)
     ring_bytes: int = 8 << 20
     export_max_bytes: int = 10 << 20
@@ -337,6 +339,18 @@ class RuntimeSensor:
             out[slot] = sum(int.from_bytes(v[:8], "little") for v in vals)
         return out
 
+    def reader_cpu_seconds(self) -> float:
+        """CPU time (user + system) the event reader thread has used: the sensor's userspace cost."""
+        t = self._thread
+        if t is None or t.native_id is None:
+            return 0.0
+        try:
+            with open(f"/proc/self/task/{t.native_id}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            return 0.0
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def stats(self) -> dict[str, int]:
         """Kernel counters (exec_seen, events, lost, hook_calls, matches, signals) + userspace counters."""
         out: dict[str, int] = dict(self.counters)
@@ -512,10 +526,15 @@ class RuntimeSensor:
         while not self._stop.is_set():
             try:
                 self._ring.poll(self.options.poll_ms)
+                # process events are written without wakeups (see emit() in bpf/process.bpf.c): a poll that timed
+                # out has not consumed them
+                self._ring.consume()
             except Exception as exc:  # a bad record must not stop the sensor
                 self.counters["errors"] += 1
                 self.errors.append(f"events: {exc}")
                 del self.errors[:-50]
+            if self._export is not None:
+                self._export.flush()  # once per batch of records, not per event
         try:
             self._ring.consume()
         except Exception:
