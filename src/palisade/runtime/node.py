@@ -74,10 +74,16 @@ class LocalKernelFacts:
         return out
 
     def host_ns_inode(self, ns: str) -> int | None:
-        try:
-            return os.stat(os.path.join(self._proc, "1", "ns", NS_FILES[ns])).st_ino
-        except (OSError, KeyError):
+        """Tetragon reads PID 1's namespaces; where PID 1 is not inspectable (some VMs' init), the sensor's own
+        (the agent runs in the host namespaces)."""
+        if ns not in NS_FILES:
             return None
+        for who in ("1", "self"):
+            try:
+                return os.stat(os.path.join(self._proc, who, "ns", NS_FILES[ns])).st_ino
+            except OSError:
+                continue
+        return None
 
     def has(self, feature: str) -> bool:
         from palisade.bpf.probe import has
