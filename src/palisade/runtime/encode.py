@@ -13,7 +13,7 @@ Two steps, both pure functions over data:
    updates and deletes the sensor writes: new entries bottom-up (string sets, selectors, instances, then the
    hook entries that make them reachable), removals top-down, so the kernel never sees half a policy.
 
-Mechanism (documented in docs/runtime.md): a kprobe on a syscall (``syscall: true``) attaches to the syscall's
+Mechanism (documented in src/palisade/runtime/README.md): a kprobe on a syscall (``syscall: true``) attaches to the syscall's
 tracepoint ``syscalls/sys_enter_<name>``: it exists on every kernel built with syscall tracepoints, carries the
 same arguments, needs no arch-prefixed symbol, and is what this machine supports (no kprobes, no fentry). Events
 still come out as process_kprobe with Tetragon's function name (``__x64_sys_execve``). A kprobe on any other

@@ -12,7 +12,7 @@ selector, one ``matchBinaries`` per selector, 10 ``matchNamespaces`` with 4 valu
 (its kernel buffers) are stated as such: string ``matchArgs`` values of at most 254 bytes (Tetragon: 4096),
 2 ``matchPIDs`` entries of at most 8 PIDs.
 
-Deliberate deviations (also warned about by ``lint`` and documented in docs/runtime.md):
+Deliberate deviations (also warned about by ``lint`` and documented in src/palisade/runtime/README.md):
 
 - ``matchPodLabels`` (used by the article, not a Tetragon field) is accepted as a Palisade extension: a pod
   label selector scoped to its selector, a list of ``{key, value}`` requirements that must all hold. Keys may
