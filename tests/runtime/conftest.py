@@ -28,9 +28,11 @@ _n = itertools.count(1)
 
 
 def ensure_object() -> str:
-    r = subprocess.run(["make", "-s", "bpf"], cwd=REPO, capture_output=True, text=True, check=False)
+    """build/bpf/process.bpf.o via the Makefile rule (a no-op when up to date)."""
+    target = "build/bpf/process.bpf.o"
+    r = subprocess.run(["make", "-s", target], cwd=REPO, capture_output=True, text=True, check=False)
     if r.returncode != 0:
-        raise RuntimeError(f"make bpf failed:\n{r.stdout}\n{r.stderr}")
+        raise RuntimeError(f"make {target} failed:\n{r.stdout}\n{r.stderr}")
     return str(OBJECT)
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import ctypes
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from palisade.runtime import abi
 
@@ -86,3 +88,14 @@ def test_decode_clone_exit_and_garbage() -> None:
     with pytest.raises(abi.DecodeError) as ei:
         abi.decode(bytes(_hdr(99, 24)))
     assert str(ei.value) == "runtime event: offset 0: unknown event type 99"
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.binary(max_size=300), st.sampled_from([0, 1, 2, 3, 4, 7]))
+def test_decoder_never_fails_other_than_decode_error(data: bytes, typ: int) -> None:
+    raw = bytes([typ]) + data if typ else data
+    try:
+        ev = abi.decode(raw)
+    except abi.DecodeError:
+        return
+    assert isinstance(ev, (abi.ExecEvent, abi.CloneEvent, abi.ExitEvent, abi.PolicyEvent))

@@ -6,6 +6,8 @@ import json
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from palisade.runtime.encoder import EventError, compact, json_line, render
 
@@ -130,3 +132,23 @@ def test_json_lines_roundtrip() -> None:
     ev = {"process_exec": {"process": {"binary": "/x", "arguments": "é"}}, "node_name": "n", "time": "t"}
     (line,) = render([ev], "json")
     assert json.loads(line) == ev and line == json_line(ev) and "é" in line
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=6),
+    lambda c: st.lists(c, max_size=3) | st.dictionaries(st.sampled_from(["process", "binary", "pod", "args",
+                                                                          "function_name", "signal", "status",
+                                                                          "namespace", "name", "file_arg"]), c, max_size=4),
+    max_leaves=15,
+)  # fmt: skip
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from(["process_exec", "process_exit", "process_kprobe", "process_tracepoint", "process_lsm"]),
+       json_values)  # fmt: skip
+def test_compact_prints_or_refuses_any_event(kind: str, body: object) -> None:
+    try:
+        line = compact({kind: body})
+    except EventError:
+        return
+    assert isinstance(line, str)

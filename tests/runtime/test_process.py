@@ -201,3 +201,25 @@ def test_procfs_parsers() -> None:
     assert parse_status("Name:\tx\nUid:\t1000\t1001\t1002\t1003\nNSpid:\t4242\t7\n") == (1001, 7)
     assert parse_cgroup_v2_path("12:pids:/a\n0::/palisade/ns/pod\n") == "/palisade/ns/pod"
     assert parse_cgroup_v2_path("12:pids:/a\n") is None
+
+
+def test_a_reused_pid_is_described_again() -> None:
+    reads: list[int] = []
+
+    def reader(pid: int) -> ProcRecord | None:
+        reads.append(pid)
+        return ProcRecord(pid, 1, 0, 0, "/usr/bin/new", ("new",), "/", 9_000_000_000, 0, pid)
+
+    c = ProcessCache("n", Clock(BOOT), None, read_proc=reader)
+    old = c.add_procfs(ProcRecord(50, 1, 0, 0, "/usr/bin/old", ("old",), "/", 1_000_000_000, 0, 50))
+    assert c.by_pid(50, task_start=1_010_000_000) is old  # same task (tick resolution)
+    fresh = c.by_pid(50, task_start=9_000_000_000)  # a later task with the same PID
+    assert fresh is not None and fresh.binary == "/usr/bin/new" and reads == [50]
+
+
+def test_prune_forgets_processes_that_are_gone() -> None:
+    c = cache()
+    c.add_procfs(ProcRecord(60, 1, 0, 0, "/a", ("a",), "/", 1, 0, 60))
+    c.add_procfs(ProcRecord(61, 1, 0, 0, "/b", ("b",), "/", 1, 0, 61))
+    assert c.prune(lambda pid: pid == 61) == 1
+    assert c.by_pid(60, lazy=False) is None and c.by_pid(61, lazy=False) is not None

@@ -58,14 +58,19 @@ def _syscall_name(fn: str) -> str:
     return fn
 
 
+def _m(v: Any) -> Mapping[str, Any]:
+    """v if it is an object, else an empty one (malformed input prints as missing fields, like tetra)."""
+    return v if isinstance(v, Mapping) else {}
+
+
 def _process_info(c: _Colorer, node: str, proc: Mapping[str, Any]) -> tuple[str, str]:
-    pod = proc.get("pod")
-    source = c("green", f"{pod.get('namespace', '')}/{pod.get('name', '')}" if pod else node)
+    pod = _m(proc.get("pod"))
+    source = c("green", f"{pod.get('namespace', '')}/{pod.get('name', '')}" if pod else str(node))
     caps = ""
-    cap = proc.get("cap") or {}
-    if "CAP_SYS_ADMIN" in (cap.get("effective") or []):
+    effective = _m(proc.get("cap")).get("effective")
+    if isinstance(effective, list) and "CAP_SYS_ADMIN" in effective:
         caps = c("magenta", "🛑 CAP_SYS_ADMIN")
-    return f"{source} {c('magenta', proc.get('binary', ''))}", caps
+    return f"{source} {c('magenta', str(proc.get('binary', '')))}", caps
 
 
 def _trail(s: str, caps: str) -> str:
@@ -86,6 +91,8 @@ def compact(ev: Mapping[str, Any], *, color: bool = False, timestamps: bool = Fa
     c = _Colorer(color)
     kind = event_kind(ev)
     body = ev[kind]
+    if not isinstance(body, Mapping):
+        raise EventError(f"{kind} is not an object")
     node = ev.get("node_name", "")
     if kind == "process_throttle":
         typ = {"THROTTLE_START": c("red", "START"), "THROTTLE_STOP": c("green", "STOP ")}.get(
@@ -132,7 +139,9 @@ def _stamp(ev: Mapping[str, Any], line: str, timestamps: bool) -> str:
 def _kprobe_line(c: _Colorer, info: str, body: Mapping[str, Any]) -> str:
     fn = body.get("function_name", "")
     sc = _syscall_name(fn)
-    args = body.get("args") or []
+    args = body.get("args")
+    if not isinstance(args, list):
+        args = []
 
     def path(i: int) -> str:
         f = _arg(args, i, "file_arg") or _arg(args, i, "path_arg") or {}
@@ -170,7 +179,7 @@ def _kprobe_line(c: _Colorer, info: str, body: Mapping[str, Any]) -> str:
             "tcp_close": ("🧹", "close"),
             "tcp_sendmsg": ("📤", "sendmsg"),
         }[sc]
-        sa = _arg(args, 0, "sock_arg") or {}
+        sa = _m(_arg(args, 0, "sock_arg"))
         sock = c(
             "cyan",
             f"tcp {sa.get('saddr', '')}:{sa.get('sport', 0)} -> {sa.get('daddr', '')}:{sa.get('dport', 0)}",

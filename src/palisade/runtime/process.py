@@ -23,6 +23,7 @@ from palisade.runtime.pods import PodInfo, PodResolver
 from palisade.runtime.procfs import ProcRecord
 
 NO_AUID = 4294967295
+STALE_NS = 50_000_000  # /proc start times have clock-tick (10 ms) resolution
 SIGNALS = {
     1: "SIGHUP", 2: "SIGINT", 3: "SIGQUIT", 4: "SIGILL", 5: "SIGTRAP", 6: "SIGABRT", 7: "SIGBUS", 8: "SIGFPE",
     9: "SIGKILL", 10: "SIGUSR1", 11: "SIGSEGV", 12: "SIGUSR2", 13: "SIGPIPE", 14: "SIGALRM", 15: "SIGTERM",
@@ -84,6 +85,7 @@ class ProcessEntry:
     parent_exec_id: str = ""
     tid: int = 0
     pod: PodInfo | None = None
+    task_start: int = 0  # the task's start (fork), ns since boot; 0: unknown
     refcnt: int = 1  # images referring to this one as parent, plus one while it is current
     exited: bool = False
     cached: dict[str, Any] | None = field(default=None, repr=False, compare=False)
@@ -123,10 +125,16 @@ class ProcessCache:
     def get(self, eid: str) -> ProcessEntry | None:
         return self._by_id.get(eid)
 
-    def by_pid(self, pid: int, *, lazy: bool = True) -> ProcessEntry | None:
+    def by_pid(self, pid: int, *, lazy: bool = True, task_start: int = 0) -> ProcessEntry | None:
+        """The current image of ``pid``. task_start (the task's start, ns since boot, from a kernel event): an
+        entry of an older process that had the same PID is replaced by a fresh /proc read."""
         eid = self._by_pid.get(pid)
         if eid is not None:
-            return self._by_id.get(eid)
+            e = self._by_id.get(eid)
+            if e is None or not task_start or not e.task_start or abs(e.task_start - task_start) < STALE_NS:
+                return e
+            self._by_pid.pop(pid, None)  # PID reused since we described it
+            self._retire(e)
         if lazy and self._read_proc is not None:
             rec = self._read_proc(pid)
             if rec is not None:
@@ -174,7 +182,7 @@ class ProcessCache:
             exec_id=exec_id(self.node, rec.start_ktime, rec.pid), pid=rec.pid, uid=rec.uid, auid=rec.auid,
             cwd=rec.cwd, binary=rec.binary, arguments=format_arguments(rec.argv), flags=flags,
             start_ns=self.clock.wall(rec.start_ktime), ktime=rec.start_ktime, cgroup_id=rec.cgroup_id,
-            parent_exec_id=parent_id, tid=rec.pid, pod=self._pod(rec.cgroup_id),
+            parent_exec_id=parent_id, tid=rec.pid, pod=self._pod(rec.cgroup_id), task_start=rec.start_ktime,
         )  # fmt: skip
         self._store(e)
         return e
@@ -218,7 +226,7 @@ class ProcessCache:
             binary=ev.binary, arguments=format_arguments(ev.argv), flags=tuple(flags),
             start_ns=self.clock.wall(ev.hdr.ktime), ktime=ev.hdr.ktime, cgroup_id=ev.hdr.cgroup_id,
             parent_exec_id=parent.exec_id if parent is not None else "", tid=ev.hdr.tid,
-            pod=self._pod(ev.hdr.cgroup_id),
+            pod=self._pod(ev.hdr.cgroup_id), task_start=ev.start_ktime,
         )  # fmt: skip
         if prev is not None:
             self._retire(prev)
@@ -236,6 +244,7 @@ class ProcessCache:
             start_ns=self.clock.wall(ev.hdr.ktime), ktime=ev.hdr.ktime,
             cgroup_id=ev.hdr.cgroup_id or parent.cgroup_id, parent_exec_id=parent.exec_id, tid=ev.hdr.pid,
             pod=self._pod(ev.hdr.cgroup_id) if ev.hdr.cgroup_id != parent.cgroup_id else parent.pod,
+            task_start=ev.start_ktime,
         )  # fmt: skip
         self._store(e)
         return e
@@ -260,10 +269,22 @@ class ProcessCache:
             if entry is not None and self._by_pid.get(entry.pid) != old:
                 del self._by_id[old]
 
+    def prune(self, alive: Callable[[int], bool]) -> int:
+        """Forget processes that are gone without an exit event (those outside tracked pods)."""
+        gone = [pid for pid in list(self._by_pid) if not alive(pid)]
+        for pid in gone:
+            eid = self._by_pid.pop(pid, None)
+            e = self._by_id.get(eid) if eid else None
+            if e is not None:
+                e.exited = True
+                self._retire(e)
+        return len(gone)
+
     def refresh_pods(self, cgroup_id: int) -> None:
-        """A pod appeared or changed: re-resolve the pod of the live processes in that cgroup."""
+        """A pod appeared or changed: re-resolve the pod of the live processes in that cgroup (called from
+        another thread than the event reader: iterate over a copy)."""
         pod = self._pod(cgroup_id)
-        for eid in self._by_pid.values():
+        for eid in list(self._by_pid.values()):
             e = self._by_id.get(eid)
             if e is not None and e.cgroup_id == cgroup_id:
                 e.pod = pod

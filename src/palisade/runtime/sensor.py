@@ -63,6 +63,7 @@ OBJECT_NAME = "process.bpf.o"
 EXEC_PROGRAMS = ("pal_rt_exec", "pal_rt_fork", "pal_rt_exit")
 TP_PROGRAM = "pal_rt_tp"
 ARRAY_MAPS = frozenset({MAP_INSTANCES, MAP_SELECTORS, MAP_FOLLOW_SLOTS})
+PRUNE_EVERY_S = 30.0  # forget processes that vanished without an exit event (outside tracked pods)
 
 
 @dataclass(frozen=True)
@@ -523,7 +524,11 @@ class RuntimeSensor:
                 self._subs.remove(s)
 
     def _run(self) -> None:
+        next_prune = time.monotonic() + PRUNE_EVERY_S
         while not self._stop.is_set():
+            if time.monotonic() >= next_prune and self.cache is not None:
+                self.counters["pruned"] += self.cache.prune(lambda pid: os.path.exists(f"/proc/{pid}"))
+                next_prune = time.monotonic() + PRUNE_EVERY_S
             try:
                 self._ring.poll(self.options.poll_ms)
                 # process events are written without wakeups (see emit() in bpf/process.bpf.c): a poll that timed
@@ -560,7 +565,7 @@ class RuntimeSensor:
             if info is None:
                 self.counters["policy_events_unknown_instance"] += 1
                 return
-            p = cache.by_pid(ev.hdr.pid) or _unknown_process(cache, ev)
+            p = cache.by_pid(ev.hdr.pid, task_start=ev.start_ktime) or _unknown_process(cache, ev)
             self._events[ev.inst] += 1
             self._emit(policy_event(cache, p, info, ev, now, ancestors=self.options.ancestors))
 
