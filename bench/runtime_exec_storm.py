@@ -37,6 +37,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
+from palisade.bpf import enable_stats  # noqa: E402
 from palisade.resources import load_files  # noqa: E402
 from palisade.runtime.pods import PodInfo, StaticPodResolver  # noqa: E402
 from palisade.runtime.sensor import RuntimeSensor, SensorOptions  # noqa: E402
@@ -135,6 +136,7 @@ def main() -> int:
         wall: dict[str, list[float]] = {k: [] for k in configs}
         cpu: dict[str, list[float]] = {k: [] for k in configs}
         reader: dict[str, list[float]] = {k: [] for k in configs}
+        bpf: dict[str, list[float]] = {k: [] for k in configs}
         events: dict[str, list[dict[str, int]]] = {k: [] for k in configs}
         storm(driver, off_cg, min(2000, args.execs))  # warm caches
         for rep in range(args.reps):
@@ -151,7 +153,12 @@ def main() -> int:
                 sub = sensor.subscribe(maxsize=1 << 20)
                 try:
                     r0 = sensor.reader_cpu_seconds()
-                    w, c = storm(driver, cg, args.execs)
+                    with (
+                        enable_stats()
+                    ):  # BPF run time per program (kernel.bpf_stats_enabled while the storm runs)
+                        w, c = storm(driver, cg, args.execs)
+                        bpf_ns = sum(p.stats().run_time_ns for p in sensor._obj.programs().values())
+                    bpf[name].append(bpf_ns / 1e9)
                     wall[name].append(w)
                     cpu[name].append(c)
                     # let the reader drain the ring buffer before counting
@@ -212,6 +219,8 @@ def main() -> int:
             "reader_cpu_us_per_exec": {
                 k: round(med(v) / args.execs * 1e6, 1) for k, v in reader.items() if v
             },
+            "bpf_us_per_exec": {k: round(med(v) / args.execs * 1e6, 2) for k, v in bpf.items() if v},
+            "bpf_share_of_storm_cpu": {k: round(med(v) / med(cpu["none"]), 4) for k, v in bpf.items() if v},
             "lost": {k: max((e["lost"] for e in v), default=0) for k, v in events.items() if v},
             "execs_missing_from_events": {
                 k: max((args.execs - e["true_execs_reported"] for e in v), default=0)
@@ -234,13 +243,16 @@ def main() -> int:
         else:
             print(f"exec storm: {args.execs} fork+exec of /bin/true, median of {args.reps} interleaved runs")
             print(
-                f"{'config':<12} {'wall s':>8} {'wall x':>7} {'storm cpu s':>12} {'cpu x':>7} {'us/exec':>8} {'reader us/exec':>15}"
+                f"{'config':<12} {'wall s':>8} {'wall x':>7} {'storm cpu s':>12} {'cpu x':>7} {'us/exec':>8} "
+                f"{'bpf us/exec':>12} {'reader us/exec':>15}"
             )
             for k in configs:
                 rd = result["reader_cpu_us_per_exec"].get(k, 0.0)
+                bp = result["bpf_us_per_exec"].get(k, 0.0)
                 print(
-                    f"{k:<12} {result['wall_s'][k]:>8.3f} {result['wall_ratio'][k]:>7.3f} {result['storm_cpu_s'][k]:>12.3f} "
-                    f"{result['storm_cpu_ratio'][k]:>7.3f} {result['storm_cpu_us_per_exec'][k]:>8.1f} {rd:>15.1f}"
+                    f"{k:<12} {result['wall_s'][k]:>8.3f} {result['wall_ratio'][k]:>7.3f} "
+                    f"{result['storm_cpu_s'][k]:>12.3f} {result['storm_cpu_ratio'][k]:>7.3f} "
+                    f"{result['storm_cpu_us_per_exec'][k]:>8.1f} {bp:>12.2f} {rd:>15.1f}"
                 )
             print(f"events lost (ring buffer full): {result['lost']}")
             print(f"execs missing from process_exec events: {result['execs_missing_from_events']}")
