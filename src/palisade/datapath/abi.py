@@ -226,6 +226,128 @@ class pal_kafka_event(C.Structure):
     ]
 
 
+# ---- Kafka L7 (abi.h's Kafka section, and the per-connection state of bpf/lib/kafka.h) ----
+KAFKA_MAX_RULES = 32
+KAFKA_MAX_OPS = 64
+KAFKA_STACK = 4
+KAFKA_MAX_FRAME = 100 << 20
+KAFKA_RULE_ANY_CLIENT_ID = 0xFF  # pal_kafka_rule.client_id_len: any client id
+KAFKA_RULE_ANY_VERSION = -1  # pal_kafka_rule.api_version: any version
+# Layout op numbers: palisade.kafka.layout.KOp (checked against abi.h there).
+
+
+class pal_kafka_sock_key(C.Structure):
+    _fields_ = [
+        ("client_be", C.c_uint32),
+        ("broker_be", C.c_uint32),
+        ("client_port", C.c_uint32),  # host order
+        ("broker_port", C.c_uint32),
+    ]
+
+
+class pal_kafka_ruleset(C.Structure):
+    _fields_ = [
+        ("nrules", C.c_uint32),
+        ("any_topic", C.c_uint32),
+        ("topic_apis", C.c_uint64 * 2),
+    ]
+
+
+class pal_kafka_rule_key(C.Structure):
+    _fields_ = [("ruleset", C.c_uint32), ("index", C.c_uint32)]
+
+
+class pal_kafka_rule(C.Structure):
+    _fields_ = [
+        ("api_keys", C.c_uint64 * 2),
+        ("api_version", C.c_int16),
+        ("client_id_len", C.c_uint8),
+        ("pad", C.c_uint8),
+        ("pad2", C.c_uint32),
+        ("client_id", C.c_char * KAFKA_CLIENT_ID_MAX),
+    ]
+
+
+class pal_kafka_topic_key(C.Structure):
+    _fields_ = [("ruleset", C.c_uint32), ("len", C.c_uint32), ("name", C.c_char * KAFKA_TOPIC_MAX)]
+
+
+class pal_kafka_topic_id(C.Structure):
+    _fields_ = [("id", C.c_uint8 * 16)]
+
+
+class pal_kafka_topic_name(C.Structure):
+    _fields_ = [("len", C.c_uint32), ("name", C.c_char * KAFKA_TOPIC_MAX)]
+
+
+class pal_kafka_op(C.Structure):
+    _fields_ = [("op", C.c_uint8), ("arg", C.c_uint8), ("target", C.c_uint16)]
+
+
+class pal_kafka_layout(C.Structure):
+    _fields_ = [
+        ("nops", C.c_uint16),
+        ("flexible", C.c_uint8),
+        ("topic_bearing", C.c_uint8),
+        ("ops", pal_kafka_op * KAFKA_MAX_OPS),
+    ]
+
+
+class pal_kafka_sock(C.Structure):
+    """Per-connection stream state (bpf/lib/kafka.h; normally created by the sockops program)."""
+
+    _fields_ = [
+        ("key", pal_kafka_sock_key),
+        ("ep_id", C.c_uint32),
+        ("peer_identity", C.c_uint32),
+        ("ep_identity", C.c_uint32),
+        ("cookie", C.c_uint32),
+        ("phase", C.c_uint8),
+        ("verdict", C.c_uint8),
+        ("sp", C.c_uint8),
+        ("nbuf", C.c_uint8),
+        ("rd", C.c_uint8),
+        ("stage", C.c_uint8),
+        ("flexible", C.c_uint8),
+        ("has_stash", C.c_uint8),
+        ("rd_need", C.c_uint32),
+        ("acc", C.c_uint32),
+        ("shift", C.c_uint32),
+        ("frame_remaining", C.c_uint32),
+        ("frame_len", C.c_uint32),
+        ("frame_consumed_before", C.c_uint32),
+        ("pc", C.c_uint16),
+        ("drop_reason", C.c_uint16),
+        ("api_key", C.c_int16),
+        ("api_version", C.c_int16),
+        ("corr", C.c_int32),
+        ("ruleset", C.c_uint32),
+        ("hdr_rules", C.c_uint32),
+        ("cid_len", C.c_int32),
+        ("cid_got", C.c_uint32),
+        ("loop_end", C.c_uint32 * KAFKA_STACK),
+        ("loop_rem", C.c_uint32 * KAFKA_STACK),
+        ("loop_body", C.c_uint16 * KAFKA_STACK),
+        ("tags_rem", C.c_uint32),
+        ("tag_stage", C.c_uint32),
+        ("topic_len", C.c_uint32),
+        ("apiversions_corr", C.c_int32),
+        ("apiversions_pending", C.c_uint8),
+        ("apiversions_flexible", C.c_uint8),
+        ("pad", C.c_uint16),
+        ("last_event_s", C.c_uint32),
+        ("suppressed", C.c_uint32),
+        ("event_keys", C.c_uint64 * 2),
+        ("buf", C.c_uint8 * 32),
+        ("stash_id", C.c_uint8 * 16),
+        ("client_id", C.c_char * KAFKA_CLIENT_ID_MAX),
+        ("topic", C.c_char * 512),
+    ]
+
+
+KAFKA_PHASE_POISONED = 4  # pal_kafka_sock.phase KPH_POISONED
+
+
 # Structs checked against BTF: (python class, C struct name, object that carries it).
 MIRRORS: tuple[tuple[type[C.Structure], str, str], ...] = (
     (pal_ipcache_key, "pal_ipcache_key", "lxc"),
@@ -241,4 +363,15 @@ MIRRORS: tuple[tuple[type[C.Structure], str, str], ...] = (
     (pal_metrics_key, "pal_metrics_key", "lxc"),
     (pal_metrics_val, "pal_metrics_val", "lxc"),
     (pal_flow_event, "pal_flow_event", "lxc"),
+    (pal_kafka_event, "pal_kafka_event", "kafka"),
+    (pal_kafka_sock_key, "pal_kafka_sock_key", "kafka"),
+    (pal_kafka_ruleset, "pal_kafka_ruleset", "kafka"),
+    (pal_kafka_rule_key, "pal_kafka_rule_key", "kafka"),
+    (pal_kafka_rule, "pal_kafka_rule", "kafka"),
+    (pal_kafka_topic_key, "pal_kafka_topic_key", "kafka"),
+    (pal_kafka_topic_id, "pal_kafka_topic_id", "kafka"),
+    (pal_kafka_topic_name, "pal_kafka_topic_name", "kafka"),
+    (pal_kafka_op, "pal_kafka_op", "kafka"),
+    (pal_kafka_layout, "pal_kafka_layout", "kafka"),
+    (pal_kafka_sock, "pal_kafka_sock", "kafka"),
 )
