@@ -1,9 +1,10 @@
 """Running programs inside a pod: background spawn, run-and-wait, and exec of the calling process.
 
-The pod is entered between fork and exec (see ``palisade.pods.enter.preexec``): the child writes itself into
-the pod's cgroup.procs and joins the pod's netns, then execs. So the program's first instruction already runs
-in the pod (its cgroup id is the pod's from the start, which the datapath and runtime-security programs rely
-on).
+Background and run-and-wait children enter the pod through a small trampoline (see ``trampoline``): /bin/sh
+writes its pid into the pod's cgroup.procs, nsenter joins the pod's netns, then the program is exec'd. So the
+program's first instruction already runs in the pod (its cgroup id is the pod's from the start, which the
+datapath and runtime-security programs rely on), and no Python runs between fork and exec in the (threaded)
+agent. ``exec_in`` enters the calling process itself (setns + cgroup write) and execs, for `pod exec`.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import subprocess
 from collections.abc import Mapping, Sequence
 from typing import NoReturn
 
-from palisade.pods.enter import enter, preexec
+from palisade.pods.enter import enter
 from palisade.pods.model import PodError
 
 
@@ -29,6 +30,42 @@ def _popen_errors(exc: OSError | subprocess.SubprocessError, argv: Sequence[str]
     if isinstance(exc, subprocess.SubprocessError):
         return PodError(f"could not enter {where} before running {argv[0]!r}: {exc}")
     return PodError(f"cannot run {argv[0]!r}: {exc.strerror or exc}", field="argv")
+
+
+def trampoline(netns_path: str | None, cgroup_path: str, args: Sequence[str]) -> list[str]:
+    """The argv that enters the pod and then becomes ``args``, with no Python between fork and exec.
+
+    The agent is multi-threaded (gRPC): running Python in a forked child (``preexec_fn``) can deadlock or die
+    on a lock another thread held at fork time. Instead the child execs /bin/sh, which writes its own pid to
+    the pod's cgroup.procs and execs nsenter (same pid, already in the cgroup), which joins the pod's network
+    namespace with setns(2) (no /sys remount, unlike `ip netns exec`) and execs the command: no instruction of
+    the command runs outside the pod.
+    """
+    procs = os.path.join(cgroup_path, "cgroup.procs")
+    if not os.path.exists(procs):
+        raise PodError(f"cgroup {cgroup_path} does not exist", field="cgroup_path")
+    if netns_path is not None and not os.path.exists(netns_path):
+        raise PodError(f"network namespace {netns_path} does not exist", field="netns_path")
+    enter = ["nsenter", f"--net={netns_path}", "--"] if netns_path is not None else []
+    return ["/bin/sh", "-c", 'echo $$ > "$0" && exec "$@"', procs, *enter, *args]
+
+
+def _resolve(args: list[str], env: Mapping[str, str] | None, cwd: str | None) -> list[str]:
+    """argv[0] resolved now (the pod shares the host's filesystem), so a missing program is a clear error here
+    rather than an exit code 127 from inside the trampoline."""
+    prog = args[0]
+    if "/" in prog:
+        path = prog if os.path.isabs(prog) or cwd is None else os.path.join(cwd, prog)
+        if not os.path.isfile(path):
+            raise PodError(f"cannot run {prog!r}: No such file or directory", field="argv")
+        if not os.access(path, os.X_OK):
+            raise PodError(f"cannot run {prog!r}: Permission denied", field="argv")
+        return args
+    search = (env or os.environ).get("PATH", os.defpath)
+    found = shutil.which(prog, path=search)
+    if found is None:
+        raise PodError(f"cannot run {prog!r}: No such file or directory", field="argv")
+    return [found, *args[1:]]
 
 
 def spawn(
@@ -49,27 +86,22 @@ def spawn(
     environment when given; ``netns_path`` None keeps the host's network (hostNetwork pods).
     """
     args = _check_argv(argv)
-    child, close = preexec(netns_path, cgroup_path)
-    try:
-        log_dir = os.path.dirname(os.path.abspath(log_path))
-        os.makedirs(log_dir, exist_ok=True)
-        with open(log_path, "ab", buffering=0) as log:
-            try:
-                return subprocess.Popen(
-                    args,
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    env=dict(env) if env is not None else None,
-                    cwd=cwd,
-                    close_fds=True,
-                    start_new_session=True,
-                    preexec_fn=child,  # deliberate: see palisade.pods.enter.preexec
-                )
-            except (OSError, subprocess.SubprocessError) as exc:
-                raise _popen_errors(exc, args, where) from None
-    finally:
-        close()
+    log_dir = os.path.dirname(os.path.abspath(log_path))
+    os.makedirs(log_dir, exist_ok=True)
+    with open(log_path, "ab", buffering=0) as log:
+        try:
+            return subprocess.Popen(
+                trampoline(netns_path, cgroup_path, _resolve(args, env, cwd)),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=dict(env) if env is not None else None,
+                cwd=cwd,
+                close_fds=True,
+                start_new_session=True,
+            )
+        except (OSError, subprocess.SubprocessError) as exc:
+            raise _popen_errors(exc, args, where) from None
 
 
 def run(
@@ -88,10 +120,9 @@ def run(
     """Run ``argv`` in the pod and wait for it, like subprocess.run (TimeoutExpired and CalledProcessError
     as there). With ``capture_output`` False the child shares the caller's stdin/stdout/stderr."""
     args = _check_argv(argv)
-    child, close = preexec(netns_path, cgroup_path)
     try:
         return subprocess.run(
-            args,
+            trampoline(netns_path, cgroup_path, _resolve(args, env, cwd)),
             input=input,
             stdin=subprocess.DEVNULL if input is None and capture_output else None,
             capture_output=capture_output,
@@ -100,14 +131,11 @@ def run(
             cwd=cwd,
             check=check,
             close_fds=True,
-            preexec_fn=child,
         )
     except (OSError, subprocess.SubprocessError) as exc:
         if isinstance(exc, subprocess.TimeoutExpired | subprocess.CalledProcessError):
             raise
         raise _popen_errors(exc, args, where) from None
-    finally:
-        close()
 
 
 def exec_in(
