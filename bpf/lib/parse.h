@@ -126,4 +126,93 @@ out:
 	return PAL_PARSE_OK;
 }
 
+/* The same parse for hooks where the packet starts at the IP header (cgroup_skb ingress/egress). Headers are
+ * read with bpf_skb_load_bytes, so a non-linear skb (GSO sends, paged receives) parses like a linear one. The
+ * socket layer sees whole datagrams (reassembled on receive, not yet fragmented on send), but fragments are
+ * handled as in pal_parse so the two parsers agree on every input. */
+static __always_inline int pal_parse_ip(struct __sk_buff *skb, struct pal_pkt *p)
+{
+	struct iphdr ip;
+	__u8 l4[16];
+	__u32 l4off;
+
+	__builtin_memset(p, 0, sizeof(*p));
+	p->len = skb->len;
+	if (skb->protocol != bpf_htons(ETH_P_IP))
+		return PAL_PARSE_NOT_IPV4;
+	if (bpf_skb_load_bytes(skb, 0, &ip, sizeof(ip)) < 0)
+		return PAL_PARSE_INVALID;
+	if (ip.ihl < 5 || ip.version != 4)
+		return PAL_PARSE_INVALID;
+	p->saddr_be = ip.saddr;
+	p->daddr_be = ip.daddr;
+	p->proto = ip.protocol;
+	l4off = ip.ihl * 4;
+
+	__u16 frag = bpf_ntohs(ip.frag_off);
+	int more = frag & 0x2000;
+	__u16 foff = frag & 0x1fff;
+	if (foff != 0) {
+		struct pal_frag_key fk = {.saddr_be = ip.saddr, .daddr_be = ip.daddr, .id_be = ip.id, .proto = ip.protocol};
+		struct pal_frag_val *fv = bpf_map_lookup_elem(&pal_frags, &fk);
+		if (!fv)
+			return PAL_PARSE_INVALID; /* unknown fragment: fail closed */
+		p->sport_be = fv->sport_be;
+		p->dport_be = fv->dport_be;
+		p->policy_port = bpf_ntohs(fv->dport_be);
+		p->ev_sport = bpf_ntohs(fv->sport_be);
+		p->ev_dport = p->policy_port;
+		p->valid_l4 = 1;
+		return PAL_PARSE_OK;
+	}
+
+	switch (p->proto) {
+	case IPPROTO_TCP_:
+		if (bpf_skb_load_bytes(skb, l4off, l4, 14) < 0)
+			return PAL_PARSE_INVALID;
+		__builtin_memcpy(&p->sport_be, &l4[0], 2);
+		__builtin_memcpy(&p->dport_be, &l4[2], 2);
+		p->tcp_flags = l4[13];
+		break;
+	case IPPROTO_UDP_:
+	case IPPROTO_SCTP_:
+		if (bpf_skb_load_bytes(skb, l4off, l4, 4) < 0)
+			return PAL_PARSE_INVALID;
+		__builtin_memcpy(&p->sport_be, &l4[0], 2);
+		__builtin_memcpy(&p->dport_be, &l4[2], 2);
+		break;
+	case IPPROTO_ICMP_: {
+		__u16 id_be;
+		if (bpf_skb_load_bytes(skb, l4off, l4, 8) < 0)
+			return PAL_PARSE_INVALID;
+		__builtin_memcpy(&id_be, &l4[4], 2);
+		p->ev_sport = l4[0];
+		p->ev_dport = l4[1];
+		p->policy_port = l4[0];
+		if (l4[0] == 8) { /* echo request */
+			p->sport_be = id_be;
+		} else if (l4[0] == 0) { /* echo reply */
+			p->dport_be = id_be;
+			p->icmp_echo_reply = 1;
+		}
+		p->valid_l4 = 1;
+		goto out;
+	}
+	default:
+		p->valid_l4 = 1;
+		goto out;
+	}
+	p->policy_port = bpf_ntohs(p->dport_be);
+	p->ev_sport = bpf_ntohs(p->sport_be);
+	p->ev_dport = p->policy_port;
+	p->valid_l4 = 1;
+out:
+	if (more) {
+		struct pal_frag_key fk = {.saddr_be = ip.saddr, .daddr_be = ip.daddr, .id_be = ip.id, .proto = ip.protocol};
+		struct pal_frag_val fv = {.sport_be = p->sport_be, .dport_be = p->dport_be};
+		bpf_map_update_elem(&pal_frags, &fk, &fv, BPF_ANY);
+	}
+	return PAL_PARSE_OK;
+}
+
 #endif

@@ -327,6 +327,13 @@ class Agent:
             ifindex = view.record.handle.get("host_ifindex")
             if ifindex:
                 self.datapath.attach_endpoint(int(ifindex))
+        # hostNetwork pods: the new programs go into their pinned cgroup links (atomically); stale links go
+        hostnet = {
+            int(v.record.handle["cgroup_id"]): str(v.record.handle["cgroup_path"])
+            for v in self.pods.values()
+            if v.record.host_network and v.record.handle.get("cgroup_id")
+        }
+        self.warnings_at_start.extend(self.datapath.sync_hostnet(hostnet))
         self._index_pods()
         for p in problems:
             self.warnings_at_start.append(p)
@@ -508,6 +515,10 @@ class Agent:
                     undo.append(lambda: self.sync.delete_ipcache(ipaddress.IPv4Network(f"{ip}/32")))  # type: ignore[union-attr]
                 if handle.host_ifindex:
                     self.datapath.attach_endpoint(handle.host_ifindex)
+                elif host_network:
+                    # socket-level hooks on its cgroup: after its endpoint and policy, before its process
+                    self.datapath.attach_hostnet(handle.cgroup_path, handle.cgroup_id)
+                    undo.append(lambda: self.datapath.detach_hostnet(handle.cgroup_id))  # type: ignore[union-attr]
                 self._index_pods()
                 pid = None
                 log_path = os.path.join(self.config.state_dir, "pods", f"{namespace}_{name}.log")
@@ -551,6 +562,8 @@ class Agent:
         if self.pod_resolver is not None and rec.handle.get("cgroup_id"):
             self.pod_resolver.remove(int(rec.handle["cgroup_id"]))
         self.runtime.delete_pod((namespace, name))  # processes, veth (and its tc filters), netns, cgroup
+        if rec.host_network and rec.handle.get("cgroup_id"):
+            self.datapath.detach_hostnet(int(rec.handle["cgroup_id"]))  # its processes are gone: unhook
         self.pods.pop((namespace, name), None)
         self.sync.remove_endpoint(rec.endpoint_id)
         if rec.ip and not rec.host_network:

@@ -25,6 +25,7 @@ from palisade.bpf.maps import Map
 from palisade.bpf.paths import object_path
 from palisade.datapath import abi
 from palisade.datapath.encode import config_value
+from palisade.datapath.hostnet import HostNetHooks
 from palisade.errors import BpfError
 
 log = logging.getLogger("palisade.datapath")
@@ -50,6 +51,8 @@ class Datapath:
         self.links_dir = os.path.join(self.root, "links")
         self.lxc: BpfObject | None = None
         self.kafka: BpfObject | None = None
+        self.sock: BpfObject | None = None  # hostNetwork pods' cgroup hooks (sock.bpf.o)
+        self.hostnet: HostNetHooks | None = None
         self._sockops_link: Link | None = None
         self.maps: dict[str, Map] = {}
 
@@ -79,7 +82,12 @@ class Datapath:
             object_path("kafka", self.config.bpf_object_dir), pin_root=self.root, map_sizes=sizes
         )
         self.kafka.load()
-        for obj in (self.lxc, self.kafka):
+        self.sock = BpfObject.open(
+            object_path("sock", self.config.bpf_object_dir), pin_root=self.root, map_sizes=sizes
+        )
+        self.sock.load()
+        self.hostnet = HostNetHooks(self.sock, self.links_dir)
+        for obj in (self.lxc, self.kafka, self.sock):
             for name in obj.maps():
                 if name.startswith("pal_") and name not in self.maps:
                     self.maps[name] = obj.map(name)
@@ -139,12 +147,29 @@ class Datapath:
                 if exc.errno not in (errno.ENOENT, errno.ENODEV, errno.EINVAL):
                     raise
 
+    def attach_hostnet(self, cgroup_path: str, cgroup_id: int) -> None:
+        """Socket-level hooks on a hostNetwork pod's cgroup (its endpoint must already be in
+        pal_cgroup_eps); all or nothing, pinned so they outlive the agent."""
+        assert self.hostnet is not None
+        self.hostnet.attach(cgroup_path, cgroup_id)
+
+    def detach_hostnet(self, cgroup_id: int) -> bool:
+        assert self.hostnet is not None
+        return self.hostnet.detach(cgroup_id)
+
+    def sync_hostnet(self, desired: dict[int, str]) -> list[str]:
+        """After a restart: swap the new programs into the pinned links of the hostNetwork pods
+        ({cgroup id: path}), attach missing hooks, remove those of pods that are gone."""
+        assert self.hostnet is not None
+        return self.hostnet.sync(desired)
+
     def close(self) -> None:
         """Release our handles; everything pinned or attached keeps enforcing."""
-        for obj in (self.kafka, self.lxc):
+        for obj in (self.sock, self.kafka, self.lxc):
             if obj is not None:
                 obj.close()
-        self.kafka = self.lxc = None
+        self.sock = self.kafka = self.lxc = None
+        self.hostnet = None
         self.maps = {}
         self._sockops_link = None
 
@@ -161,6 +186,8 @@ class Datapath:
                 Link.open_pinned(pin).detach()
             except BpfError:
                 pass
+        if self.hostnet is not None:  # (otherwise removing the pins below detaches them)
+            self.hostnet.teardown()
         self.close()
         shutil.rmtree(self.root, ignore_errors=True)
 

@@ -1,0 +1,154 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/* Per-packet enforcement once a packet is parsed and both identities are known: conntrack, a policy decision
+ * for new flows (and again for established ones after the endpoint's policy revision changed), audit, the
+ * L7 hand-off, events and metrics. It is step for step what lxc.bpf.c's pal_handle does after its peer lookup,
+ * so a hostNetwork pod (cgroup_skb hooks, sock.bpf.c) gets exactly a veth pod's semantics; the TC program can
+ * call it as it is.
+ *
+ * Returns 1 to pass the packet, 0 to drop it (the caller maps this to its hook's return codes). l7_capable: 0
+ * where no L7 program can take over the connection (hostNetwork sockets are not enrolled in the Kafka
+ * sockmap, which finds brokers by pod address): an allow that needs L7 enforcement is then dropped with
+ * L7_NOT_ARMED (fail closed) instead of letting requests through unpoliced. */
+#ifndef PAL_ENFORCE_H
+#define PAL_ENFORCE_H
+
+#include "lib/maps.h"
+#include "lib/parse.h"
+#include "lib/policy.h"
+#include "lib/conntrack.h"
+#include "lib/events.h"
+
+struct pal_ep_ref {
+	__u32 ep_id;
+	__u32 identity;
+	__u32 flags;
+	__u32 rev;
+};
+
+static __always_inline int pal_enforce_drop(const struct pal_ev_ctx *c, const struct pal_pkt *p, __u8 direction,
+					    __u16 reason, __u8 match_type, __u32 cookie)
+{
+	pal_metric(reason, direction, p->len);
+	pal_emit(c, p, PAL_EV_DROP, PAL_VERDICT_DROPPED, direction, 0, reason, match_type, cookie);
+	return 0;
+}
+
+static __always_inline int pal_enforce(const struct pal_ev_ctx *c, const struct pal_pkt *p,
+				       const struct pal_ep_ref *ep, __u32 peer_id, __u8 egress, __u8 l7_capable)
+{
+	struct pal_cfg *cfg = pal_config();
+	__u32 now = pal_now_s();
+	struct pal_ct_key key;
+	struct pal_ct_val *ct;
+	struct pal_verdict v;
+	__u8 direction = egress ? PAL_DIR_EGRESS : PAL_DIR_INGRESS;
+	__u8 ctdir = egress ? PAL_CT_EGRESS : PAL_CT_INGRESS;
+	int status = ct_lookup(p, ctdir, now, &key, &ct);
+
+	if (status == PAL_CT_REPLY && ct) {
+		if (ct_account(ct, p, 1, cfg, now))
+			pal_emit(c, p, PAL_EV_TRACE, PAL_VERDICT_FORWARDED, direction, PAL_EVF_REPLY, 0, ct->match_type,
+				 ct->cookie);
+		else
+			pal_count(PAL_CNT_TRACE_AGGREGATED);
+		pal_metric(0, direction, p->len);
+		return 1;
+	}
+
+	if (status == PAL_CT_ESTABLISHED && ct) {
+		if (ct->policy_rev != ep->rev) {
+			/* Policy changed since this flow was decided: decide again (a revoked flow is cut). */
+			policy_decide(&v, ep->ep_id, ep->flags, peer_id, egress, p->proto, p->policy_port);
+			if (!egress && peer_id == PAL_ID_HOST && cfg && (cfg->flags & PAL_CFG_ALLOW_LOCALHOST)) {
+				__builtin_memset(&v, 0, sizeof(v));
+				v.allowed = 1;
+			}
+			if (!v.allowed && !v.audit && !(cfg && (cfg->flags & PAL_CFG_AUDIT_MODE))) {
+				ct_map_delete(p->proto, &key);
+				pal_emit(c, p, PAL_EV_POLICY_VERDICT, PAL_VERDICT_DROPPED, direction, 0, v.drop_reason,
+					 v.match_type, v.cookie);
+				return pal_enforce_drop(c, p, direction, v.drop_reason, v.match_type, v.cookie);
+			}
+			if (v.allowed && v.l7 && (!l7_capable || !(ct->flags & PAL_CT_F_L7))) {
+				/* L7 policy now applies to a connection that is not under L7 control: cut it so the
+				 * client reconnects through the L7 path (or, without one, is refused). */
+				ct_map_delete(p->proto, &key);
+				return pal_enforce_drop(c, p, direction, PAL_DROP_L7_NOT_ARMED, PAL_MATCH_L7, v.cookie);
+			}
+			ct->policy_rev = ep->rev;
+			ct->cookie = v.cookie;
+			ct->match_type = v.match_type;
+			ct->l7_ruleset = v.l7_ruleset;
+			if (!v.allowed)
+				ct->flags |= PAL_CT_F_AUDIT;
+			else
+				ct->flags &= ~PAL_CT_F_AUDIT;
+			if (!v.l7)
+				ct->flags &= ~PAL_CT_F_L7;
+		}
+		if (ct->flags & PAL_CT_F_L7_FAILED)
+			return pal_enforce_drop(c, p, direction, PAL_DROP_L7_NOT_ARMED, PAL_MATCH_L7, ct->cookie);
+		if (ct_account(ct, p, 0, cfg, now))
+			pal_emit(c, p, PAL_EV_TRACE, (ct->flags & PAL_CT_F_AUDIT) ? PAL_VERDICT_AUDIT : PAL_VERDICT_FORWARDED,
+				 direction, (ct->flags & PAL_CT_F_AUDIT) ? PAL_EVF_AUDIT : 0, 0, ct->match_type, ct->cookie);
+		else
+			pal_count(PAL_CNT_TRACE_AGGREGATED);
+		pal_metric(0, direction, p->len);
+		return 1;
+	}
+
+	/* A new flow: decide by policy. */
+	policy_decide(&v, ep->ep_id, ep->flags, peer_id, egress, p->proto, p->policy_port);
+	if (!egress && peer_id == PAL_ID_HOST && cfg && (cfg->flags & PAL_CFG_ALLOW_LOCALHOST) && !v.allowed) {
+		__builtin_memset(&v, 0, sizeof(v));
+		v.allowed = 1;
+	}
+
+	__u8 audit = 0;
+	if (!v.allowed) {
+		if (v.drop_reason == PAL_DROP_POLICY_FULL)
+			pal_count(PAL_CNT_POLICY_FULL_DROPS);
+		if (v.audit || (cfg && (cfg->flags & PAL_CFG_AUDIT_MODE) && v.drop_reason != PAL_DROP_POLICY_FULL)) {
+			audit = 1;
+		} else {
+			pal_emit(c, p, PAL_EV_POLICY_VERDICT, PAL_VERDICT_DROPPED, direction, 0, v.drop_reason,
+				 v.match_type, v.cookie);
+			return pal_enforce_drop(c, p, direction, v.drop_reason, v.match_type, v.cookie);
+		}
+	} else if (v.l7 && !l7_capable) {
+		pal_emit(c, p, PAL_EV_POLICY_VERDICT, PAL_VERDICT_DROPPED, direction, 0, PAL_DROP_L7_NOT_ARMED,
+			 PAL_MATCH_L7, v.cookie);
+		return pal_enforce_drop(c, p, direction, PAL_DROP_L7_NOT_ARMED, PAL_MATCH_L7, v.cookie);
+	}
+
+	struct pal_ct_val nv = {};
+	nv.created_s = now;
+	nv.last_report_s[0] = now;
+	nv.policy_rev = ep->rev;
+	nv.cookie = v.cookie;
+	nv.l7_ruleset = v.l7_ruleset;
+	nv.peer_identity = peer_id;
+	nv.match_type = v.l7 ? PAL_MATCH_L7 : v.match_type;
+	nv.flags = (audit ? PAL_CT_F_AUDIT : 0) | (v.l7 ? PAL_CT_F_L7 : 0);
+	nv.packets[0] = 1;
+	nv.bytes[0] = p->len;
+	nv.seen_flags[0] = p->tcp_flags;
+	nv.expires_s = now + ct_lifetime(cfg, &nv, p->proto);
+	if (ct_map_update(p->proto, &key, &nv) != 0) {
+		pal_count(PAL_CNT_CT_INSERT_FAILED);
+		return pal_enforce_drop(c, p, direction, PAL_DROP_CT_INSERT, v.match_type, v.cookie);
+	}
+
+	if (audit) {
+		pal_emit(c, p, PAL_EV_POLICY_VERDICT, PAL_VERDICT_AUDIT, direction, PAL_EVF_AUDIT, v.drop_reason,
+			 v.match_type, v.cookie);
+	} else {
+		pal_emit(c, p, PAL_EV_POLICY_VERDICT, PAL_VERDICT_FORWARDED, direction, 0, 0, nv.match_type, v.cookie);
+	}
+	pal_emit(c, p, PAL_EV_TRACE, audit ? PAL_VERDICT_AUDIT : PAL_VERDICT_FORWARDED, direction,
+		 audit ? PAL_EVF_AUDIT : 0, audit ? v.drop_reason : 0, nv.match_type, v.cookie);
+	pal_metric(0, direction, p->len);
+	return 1;
+}
+
+#endif
