@@ -67,8 +67,21 @@ def ping(host: str) -> int:
         return 1
 
 
+def connect(host: str, port: int) -> int:
+    """Only the TCP handshake (for servers that speak first or not at all, e.g. a Kafka broker)."""
+    try:
+        with socket.create_connection((host, port), timeout=TIMEOUT):
+            print("connected")
+            return 0
+    except OSError as exc:
+        print(f"failed: {exc}")
+        return 1
+
+
 if __name__ == "__main__":
     kind, host = sys.argv[1], sys.argv[2]
+    if kind == "connect":
+        sys.exit(connect(host, int(sys.argv[3])))
     if kind == "tcp":
         sys.exit(tcp(host, int(sys.argv[3])))
     if kind == "udp":
