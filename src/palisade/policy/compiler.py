@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from palisade.errors import NotSupported
@@ -54,7 +54,7 @@ from palisade.identity.identities import (
     cidr_labels,
     is_cidr_identity,
 )
-from palisade.identity.labels import LabelSet
+from palisade.identity.labels import SOURCE_ANY, LabelSet
 from palisade.kafka.rules import KafkaRule
 from palisade.policy.mapstate import NO_POLICY, Entry, Flags, Key, MapState, RuleOrigin, normalize_l7
 from palisade.policy.model import (
@@ -181,15 +181,33 @@ class _Spec:
 
 
 class _Index:
-    """Objects with a label selector, indexed by one of their In requirements (key, value)."""
+    """Objects with a label selector, indexed by every single-value In requirement (source, key, value).
+
+    ``candidates(labels)`` returns (exact, maybe): ``exact`` objects are selected (their selector has only
+    single-value In requirements and all occur in the labels); ``maybe`` objects must be verified with
+    Selector.matches (their indexed requirements all occur, the rest is unknown).
+    """
 
     def __init__(self) -> None:
-        self._by_kv: dict[tuple[str, str], set[object]] = defaultdict(set)
+        self._by_kv: dict[tuple[str | None, str, str], set[object]] = defaultdict(set)
         self._rest: set[object] = set()
-        self._where: dict[object, list[tuple[str, str]]] = {}
+        self._where: dict[object, list[tuple[str | None, str, str]]] = {}
+        self._exact: set[object] = set()
+
+    @staticmethod
+    def _pairs(sel: Selector) -> tuple[list[tuple[str | None, str, str]], bool]:
+        pairs = set()
+        exact = True
+        for r in sel.requirements:
+            if r.operator == OP_IN and len(r.values) == 1:
+                pairs.add((None if r.source == SOURCE_ANY else r.source, r.key, r.values[0]))
+            else:
+                exact = False
+        return sorted(pairs, key=str), exact and bool(pairs)
 
     @staticmethod
     def _index_keys(sel: Selector) -> list[tuple[str, str]] | None:
+        """One In requirement's (key, value) pairs (not the namespace one if another exists), or None."""
         best: list[tuple[str, str]] | None = None
         for r in sel.requirements:
             if r.operator != OP_IN:
@@ -200,36 +218,55 @@ class _Index:
             best = best or kv
         return best
 
+    @staticmethod
+    def _anchor(pairs: list[tuple[str | None, str, str]]) -> tuple[str | None, str, str]:
+        """The pair to file an object under: preferably not the (very common) namespace label."""
+        return next((p for p in pairs if p[1] != "io.kubernetes.pod.namespace"), pairs[0])
+
     def add(self, obj: object, sel: Selector | None) -> None:
-        keys = self._index_keys(sel) if sel is not None else None
-        if keys is None:
+        pairs, exact = self._pairs(sel) if sel is not None else ([], False)
+        self._where[obj] = pairs
+        if exact:
+            self._exact.add(obj)
+        if not pairs:
             self._rest.add(obj)
-            self._where[obj] = []
         else:
-            for kv in keys:
-                self._by_kv[kv].add(obj)
-            self._where[obj] = keys
+            self._by_kv[self._anchor(pairs)].add(obj)
 
     def remove(self, obj: object) -> None:
-        keys = self._where.pop(obj, None)
-        if keys is None:
+        pairs = self._where.pop(obj, None)
+        if pairs is None:
             return
-        if not keys:
+        self._exact.discard(obj)
+        if not pairs:
             self._rest.discard(obj)
-        for kv in keys:
-            s = self._by_kv.get(kv)
-            if s is not None:
-                s.discard(obj)
-                if not s:
-                    del self._by_kv[kv]
+            return
+        kv = self._anchor(pairs)
+        s = self._by_kv.get(kv)
+        if s is not None:
+            s.discard(obj)
+            if not s:
+                del self._by_kv[kv]
 
-    def candidates(self, labels: LabelSet) -> set[object]:
-        out = set(self._rest)
-        for la in labels:
-            s = self._by_kv.get((la.key, la.value))
-            if s:
-                out |= s
-        return out
+    def candidates(self, labels: LabelSet) -> tuple[list[object], list[object]]:
+        lookups = {(la.source, la.key, la.value) for la in labels} | {
+            (None, la.key, la.value) for la in labels
+        }
+        exact: list[object] = []
+        maybe: list[object] = list(self._rest)
+        where, exact_set = self._where, self._exact
+        for kv in lookups:
+            s = self._by_kv.get(kv)
+            if not s:
+                continue
+            for obj in s:
+                if all(p in lookups for p in where[obj]):
+                    (exact if obj in exact_set else maybe).append(obj)
+        return exact, maybe
+
+    def matching(self, labels: LabelSet, verify: Callable[[object], bool]) -> list[object]:
+        exact, maybe = self.candidates(labels)
+        return exact + [o for o in maybe if verify(o)]
 
 
 class _SelEntry:
@@ -346,6 +383,15 @@ class PolicyEngine:
                 self._ep_specs[ep].add(spec)
                 self._spec_changed(ep, spec)
         return self._done()
+
+    def check_policy(self, policy: NetworkPolicy) -> None:
+        """Raise what upsert_policy would raise (NotSupported for HTTP rules), changing nothing."""
+        self._compile_policy(policy)
+
+    @staticmethod
+    def policy_selects(policy: NetworkPolicy, labels: LabelSet) -> bool:
+        """Does any spec of the policy select an endpoint with these identity labels?"""
+        return any(spec.subject.matches(labels) for spec in policy.specs)
 
     def delete_policy(self, kind: str, namespace: str | None, name: str) -> Delta:
         self._remove_policy((kind, namespace, name))
@@ -516,18 +562,17 @@ class PolicyEngine:
     def _identity_added(self, ident: int, labels: LabelSet) -> None:
         self._labels[ident] = labels
         self._index_identity(ident, labels)
-        for peer in self._sel_index.candidates(labels):
-            assert isinstance(peer, EndpointPeer | EntityPeer | CidrPeer)
-            if self._matches(peer, ident):
-                entry = self._sel[peer]
-                entry.selected.add(ident)
-                self._sel_by_ident[ident].add(entry)
-                self._mark_rules_dirty(entry.rules, ident)
+        for peer in self._sel_index.matching(labels, lambda p: self._matches(p, ident)):  # type: ignore[arg-type]
+            entry = self._sel[peer]  # type: ignore[index]
+            entry.selected.add(ident)
+            self._sel_by_ident[ident].add(entry)
+            self._mark_rules_dirty(entry.rules, ident)
 
     def _identity_removed(self, ident: int) -> None:
         labels = self._labels.pop(ident, _EMPTY)
         self._index_identity(ident, labels, remove=True)
-        for peer in self._sel_index.candidates(labels):
+        exact, maybe = self._sel_index.candidates(labels)
+        for peer in exact + maybe:
             entry = self._sel[peer]  # type: ignore[index]
             if ident in entry.selected:
                 entry.selected.discard(ident)
@@ -613,11 +658,9 @@ class PolicyEngine:
 
     def _reselect_endpoint(self, ep_id: int) -> None:
         labels = self._labels.get(self._endpoints[ep_id].identity, _EMPTY)
-        specs = {
-            s
-            for s in self._spec_index.candidates(labels)
-            if isinstance(s, _Spec) and s.subject.matches(labels)
-        }
+        specs: set[_Spec] = set(
+            self._spec_index.matching(labels, lambda s: s.subject.matches(labels))  # type: ignore[attr-defined,arg-type]
+        )
         for spec in self._ep_specs.get(ep_id, set()):
             self._spec_eps.get(spec, set()).discard(ep_id)
         for spec in specs:
@@ -706,6 +749,11 @@ class PolicyEngine:
         for ident in idents:
             old_e = cur.get(ident, {})
             new_e = new_map.get(ident, {})
+            if not old_e:
+                if new_e:
+                    ed.changed.update(new_e)
+                    cur[ident] = new_e
+                continue
             for k, v in new_e.items():
                 if old_e.get(k) != v:
                     ed.changed[k] = v

@@ -99,12 +99,35 @@ class Selector:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_hash", hash(self.requirements))  # selectors key the selector cache
+        # (operator code, source or None for any, key, values): matching runs for every identity/endpoint.
+        ops = {OP_IN: 0, OP_NOT_IN: 1, OP_EXISTS: 2, OP_DOES_NOT_EXIST: 3}
+        compiled = tuple(
+            (ops[r.operator], None if r.source == SOURCE_ANY else r.source, r.key, frozenset(r.values))
+            for r in self.requirements
+        )
+        object.__setattr__(self, "_compiled", compiled)
 
     def __hash__(self) -> int:
         return self._hash  # type: ignore[attr-defined,no-any-return]
 
     def matches(self, labels: LabelSet) -> bool:
-        return all(r.matches(labels) for r in self.requirements)
+        by_key = labels.by_key
+        for op, source, key, values in self._compiled:  # type: ignore[attr-defined]
+            found = by_key.get(key, ())
+            if source is not None:
+                found = [la for la in found if la.source == source]
+            if op == 0:
+                if not any(la.value in values for la in found):
+                    return False
+            elif op == 1:
+                if any(la.value in values for la in found):
+                    return False
+            elif op == 2:
+                if not found:
+                    return False
+            elif found:
+                return False
+        return True
 
     @property
     def is_wildcard(self) -> bool:
