@@ -1,0 +1,385 @@
+"""Datapath benchmark: L3/L4 policy in the kernel (Palisade's TC programs) against no policy and iptables.
+
+    sudo .venv/bin/python bench/datapath.py            # the full run (~15-20 min on a 2-core VM)
+    sudo .venv/bin/python bench/datapath.py --quick    # a short run (~2 min)
+
+Pods (a real agent via tests/helpers/agent.py: a server and a client pod, traffic pod -> host routing -> pod
+through both host veths), workloads iperf3 TCP stream, request/response on one connection (palrr rr, 1 byte)
+and connection rate (palrr crr: connect/send/recv/close, each connection a new flow). Configurations, measured
+interleaved round after round on the same pods and veths:
+    a          no policy: Palisade's TC filters detached from both veths (the same programs re-attached after)
+    b<N>       Palisade attached, the server endpoint's policy N pal_policy entries (10k, 50k)
+    nft<N>     Palisade detached, an iptables-nft linear chain of N rules jumped to from FORWARD for the pods
+    legacy<N>  the same with iptables-legacy
+    nftct<N>   iptables-nft with conntrack first (ESTABLISHED accepted, new connections walk the N rules)
+Then: the policy-change latency at the largest size, one-rule iptables changes, the agent's idle CPU, and the
+per-packet cost of pal_to_container / pal_from_container with BPF_PROG_TEST_RUN at 0/1k/10k/50k entries.
+
+Results: a Markdown report on stdout and every sample as JSON (--json-out, default build/bench/datapath-*.json).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import platform
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import datapath_model as dm
+
+REPO = Path(__file__).resolve().parents[1]
+WORKLOADS = {"stream": "Gbit/s", "rr": "trans/s", "crr": "conn/s"}
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def size_label(n: int) -> str:
+    return f"{n // 1000}k" if n % 1000 == 0 else str(n)
+
+
+def machine() -> dict[str, Any]:
+    cpus = os.cpu_count()
+    model = ""
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            model = line.split(":", 1)[1].strip()
+            break
+    iperf = subprocess.run(["iperf3", "--version"], capture_output=True, text=True).stdout.splitlines()[:1]
+    return {
+        "kernel": platform.release(),
+        "cpus": cpus,
+        "cpu_model": model,
+        "iperf3": iperf[0] if iperf else "?",
+    }
+
+
+# ------------------------------------------------------------------------------------------------ test_run
+
+
+def run_testrun(args: argparse.Namespace) -> dict[str, Any]:
+    import datapath_testrun as tr
+
+    log("== per-packet cost (BPF_PROG_TEST_RUN)")
+    rep = tr.measure(
+        args.testrun_sizes,
+        rounds=args.testrun_rounds,
+        batch_runs=args.testrun_batch,
+        single_runs=args.testrun_single,
+        established_runs=args.testrun_established,
+        change_reps=args.change_reps,
+        log=log,
+    )
+    return dataclasses.asdict(rep)
+
+
+# ------------------------------------------------------------------------------------------------ pods
+
+
+def backends_available(wanted: list[str]) -> list[str]:
+    out = []
+    for b in wanted:
+        base = b.split("-")[0]
+        if base not in ("nft", "legacy") or b not in ("nft", "legacy", "nft-ct", "legacy-ct"):
+            raise SystemExit(f"--iptables: unknown backend {b!r} (nft, legacy, nft-ct, legacy-ct)")
+        if shutil.which(f"iptables-{base}") and shutil.which(f"iptables-{base}-restore"):
+            out.append(b)
+        else:
+            log(f"  iptables-{base} not installed: configuration {b} skipped")
+    return out
+
+
+def _interrupted(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")  # unwinds through the cleanup
+
+
+def policy_change(env: Any, reps: int) -> list[dict[str, Any]]:
+    """One-rule apply (client may reach the probe port) and its delete, at the current (largest) policy."""
+    text = dm.as_yaml(dm.probe_policy())
+    out = []
+    for i in range(reps):
+        if env.reachable(dm.PROBE_PORT):
+            raise RuntimeError("the probe port is reachable before the change")
+        p = env.start_probe("open", timeout_ms=2)
+        t0 = time.monotonic_ns()
+        res = env.apply_text(text, f"probe-{i}")
+        pr = env.finish_probe(p)
+        rec: dict[str, Any] = {
+            "datapath_ms": res["datapath_ms"],
+            "entries_changed": res["entries_changed"],
+            "apply_cli_ms": res["cli_s"] * 1000,
+            # the change took effect between the last failed and the first successful new connection
+            "open_last_fail_ms": (pr["last_other_ns"] - res["returned_ns"]) / 1e6
+            if pr["last_other_ns"]
+            else None,
+            "open_first_ok_ms": (pr["first_attempt_start_ns"] - res["returned_ns"]) / 1e6,
+            "open_from_cli_start_ms": (pr["first_ns"] - t0) / 1e6,
+        }
+        p = env.start_probe("closed", timeout_ms=20)
+        t0 = time.monotonic_ns()
+        rec["delete_cli_ms"] = env.delete_text(text, f"probe-{i}") * 1000
+        t_ret = time.monotonic_ns()
+        pr = env.finish_probe(p)
+        rec["closed_first_fail_ms"] = (pr["first_attempt_start_ns"] - t_ret) / 1e6
+        rec["closed_from_cli_start_ms"] = (pr["first_attempt_start_ns"] - t0) / 1e6
+        if pr["first_attempt_start_ns"] < t0:
+            raise RuntimeError("the probe saw the port closed before the delete was issued (slow handshake?)")
+        out.append(rec)
+        log(
+            f"  one-rule change: apply datapath {rec['datapath_ms']:.1f} ms, CLI {rec['apply_cli_ms']:.0f} ms, "
+            f"open from {rec['open_last_fail_ms'] or float('nan'):.1f} to {rec['open_first_ok_ms']:.1f} ms after "
+            f"return; delete CLI {rec['delete_cli_ms']:.0f} ms, closed {rec['closed_first_fail_ms']:.1f} ms after return"
+        )
+    return out
+
+
+def run_pods(args: argparse.Namespace) -> dict[str, Any]:
+    from datapath_env import PodBench, loadavg, proc_cpu_s
+
+    log("== pods")
+    sizes = args.sizes
+    out: dict[str, Any] = {"sizes": sizes, "seconds": args.seconds, "rounds": args.rounds}
+    env = PodBench(max(sizes), log)
+    old_term = signal.signal(signal.SIGTERM, _interrupted)
+    try:
+        env.start()
+        out["pods"] = {"server": env.server_ip, "client": env.client_ip, "agent_prefix": env.agent.prefix,
+                       "bpf_root": env.agent.bpf_root}  # fmt: skip
+        plans = {n: dm.fill_plan(n) for n in sizes}
+        backends = backends_available(args.iptables)
+        out["iptables"] = {}
+        for base in sorted({b.split("-")[0] for b in backends}):
+            loaded = env.add_iptables(base, plans)
+            for n, (_rules, secs) in loaded.items():
+                held = env.iptables[base].count_rules(n)
+                if held != n:
+                    raise RuntimeError(f"iptables-{base} chain holds {held} rules, expected {n}")
+                log(f"  iptables-{base}: chain of {held} rules (+DROP) loaded in {secs:.2f} s")
+            out["iptables"][base] = {str(n): {"rules": r, "load_s": s} for n, (r, s) in loaded.items()}
+        configs: list[tuple[str, str, int]] = [("a", "a", 0)]
+        configs += [(f"b{size_label(n)}", "b", n) for n in sizes]
+        configs += [(f"{b.replace('-', '')}{size_label(n)}", b, n) for b in backends for n in sizes]
+        out["configs"] = [c[0] for c in configs]
+        # every configuration is what it claims: the probe port is open without policy only, the workload
+        # ports are open everywhere
+        checks = {}
+        for name, kind, n in configs:
+            env.set_config(name, kind, n)
+            probe_open, rr_open = env.reachable(dm.PROBE_PORT), env.reachable(dm.RR_PORT)
+            checks[name] = {"probe_port_open": probe_open, "workload_port_open": rr_open}
+            if probe_open != (kind == "a") or not rr_open:
+                raise RuntimeError(f"configuration {name} does not enforce what it should: {checks[name]}")
+        out["checks"] = checks
+        log(
+            f"  checked: port {dm.PROBE_PORT} open only in a, workload ports open in all {len(configs)} configurations"
+        )
+        env.set_config("a", "a", 0)
+        for wl in WORKLOADS:  # warm up (iperf3 server, caches, ARP-free paths)
+            getattr(env, wl)(1)
+        samples: list[dm.Sample] = []
+        out["load"] = []
+        for r in range(args.rounds):
+            out["load"].append(loadavg())
+            log(f"-- round {r + 1}/{args.rounds} (load {out['load'][-1]})")
+            for name, kind, n in configs:
+                env.set_config(name, kind, n)
+                line = []
+                for wl in WORKLOADS:
+                    cpu0, t0 = proc_cpu_s(env.pid), time.perf_counter()
+                    value, extra = getattr(env, wl)(args.seconds)
+                    extra["agent_cpu"] = (proc_cpu_s(env.pid) - cpu0) / (time.perf_counter() - t0)
+                    samples.append(dm.Sample(r, name, wl, value, extra))
+                    line.append(f"{wl} {value:,.2f}" if wl == "stream" else f"{wl} {value:,.0f}")
+                    if wl == "crr" and extra["reused"]:
+                        log(f"  warning: {extra['reused']} connection tuples repeated within 12 s in {name}")
+                log(f"  {name:<10} " + ", ".join(line))
+        out["load"].append(loadavg())
+        out["samples"] = [dataclasses.asdict(s) for s in samples]
+        out["summary"] = [dataclasses.asdict(s) for s in dm.summarize(samples)]
+        # policy change at the largest size
+        big = max(sizes)
+        env.set_config(f"b{size_label(big)}", "b", big)
+        log(f"== policy change at {big} entries")
+        out["policy_change"] = policy_change(env, args.change_reps)
+        out["size_switches"] = env.applies
+        out["iptables_change_s"] = {}
+        for base, ipt in env.iptables.items():
+            secs = ipt.one_rule_change(big, max(1, args.change_reps))
+            out["iptables_change_s"][base] = secs
+            log(
+                f"  iptables-{base}: one rule inserted/deleted in the {big}-rule chain: median {statistics.median(secs) * 1000:.0f} ms"
+            )
+        # the agent's own CPU with the largest policy and no traffic
+        cpu0, t0 = proc_cpu_s(env.pid), time.perf_counter()
+        time.sleep(args.idle_seconds)
+        out["agent_idle_cpu"] = (proc_cpu_s(env.pid) - cpu0) / (time.perf_counter() - t0)
+        log(f"  agent idle CPU with {big} entries: {out['agent_idle_cpu'] * 100:.1f} % of a core")
+    finally:
+        signal.signal(signal.SIGTERM, old_term)
+        problems = env.close()
+        for p in problems:
+            log(f"  cleanup problem: {p}")
+        out["cleanup_problems"] = problems
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ report
+
+
+def report(res: dict[str, Any]) -> str:
+    lines = [f"Command: `{res['command']}`", ""]
+    m = res["machine"]
+    lines.append(f"Machine: kernel {m['kernel']}, {m['cpus']} CPUs ({m['cpu_model']}), {m['iperf3']}; "
+                 f"load before {res['load_before']}, after {res['load_after']}.")  # fmt: skip
+    pods = res.get("pods")
+    if pods:
+        lines += ["", f"Pods: {pods['rounds']} rounds x {pods['seconds']} s per run; load per round: "
+                  + "; ".join(pods["load"]), ""]  # fmt: skip
+        for wl, unit in WORKLOADS.items():
+            lines.append(f"| {wl} ({unit}) | median | range | ratio to a | per-round ratios | agent CPU |")
+            lines.append("|---|---|---|---|---|---|")
+            for s in pods["summary"]:
+                if s["workload"] != wl:
+                    continue
+                cpu = statistics.median(
+                    x["extra"]["agent_cpu"]
+                    for x in pods["samples"]
+                    if x["config"] == s["config"] and x["workload"] == wl
+                )
+                fmt = "{:,.2f}" if wl == "stream" else "{:,.0f}"
+                ratio = "-" if s["ratio"] is None else f"{s['ratio']:.3f}"
+                spread = "-" if s["ratio_low"] is None else f"{s['ratio_low']:.3f}-{s['ratio_high']:.3f}"
+                lines.append(
+                    f"| {s['config']} | {fmt.format(s['median'])} | {fmt.format(s['low'])}-{fmt.format(s['high'])} "
+                    f"| {ratio} | {spread} | {cpu * 100:.0f} % |"
+                )
+            lines.append("")
+        rr = [x for x in pods["samples"] if x["workload"] == "rr"]
+        lat = {
+            c: statistics.median(x["extra"]["p50_us"] for x in rr if x["config"] == c)
+            for c in pods["configs"]
+        }
+        lines.append("rr median latency (us): " + ", ".join(f"{c} {v:.1f}" for c, v in lat.items()))
+        reused = sum(x["extra"]["reused"] for x in pods["samples"] if x["workload"] == "crr")
+        conns = sum(x["extra"]["connections"] for x in pods["samples"] if x["workload"] == "crr")
+        lines.append(f"crr: {conns} connections, {reused} with a 4-tuple seen in the previous 12 s")
+        pc = pods.get("policy_change", [])
+        if pc:
+
+            def med(k: str) -> str:
+                vals = [r[k] for r in pc if r.get(k) is not None]
+                return f"{statistics.median(vals):.1f}" if vals else "-"
+
+            lines += ["", f"Policy change at {max(pods['sizes'])} entries ({len(pc)} times, medians, ms):",
+                      f"apply datapath_ms {med('datapath_ms')}, apply CLI {med('apply_cli_ms')}, "
+                      f"first new connection allowed {med('open_first_ok_ms')} after the CLI returned "
+                      f"(last refused {med('open_last_fail_ms')}); delete CLI {med('delete_cli_ms')}, first refused "
+                      f"{med('closed_first_fail_ms')} after return."]  # fmt: skip
+        for base, secs in pods.get("iptables_change_s", {}).items():
+            lines.append(f"iptables-{base} one rule in the {max(pods['sizes'])}-rule chain: median "
+                         f"{statistics.median(secs) * 1000:.0f} ms")  # fmt: skip
+        for sw in pods.get("size_switches", []):
+            lines.append(f"policy {sw['from']} -> {sw['to']} entries: datapath {sw['datapath_ms']:.0f} ms, "
+                         f"CLI {sw['cli_s']:.2f} s ({sw['entries_changed']} entry changes)")  # fmt: skip
+        if "agent_idle_cpu" in pods:
+            lines.append(
+                f"agent idle CPU at {max(pods['sizes'])} entries: {pods['agent_idle_cpu'] * 100:.1f} %"
+            )
+    tr = res.get("testrun")
+    if tr:
+        lines += ["", f"BPF_PROG_TEST_RUN (ipcache {tr['ipcache_entries']} entries; ns per packet, median over rounds "
+                  "[range]):", "", "| program | entries | new flow (batched) | new flow (distinct tuples) | established |",
+                  "|---|---|---|---|---|"]  # fmt: skip
+        for f in tr["figures"]:
+            sp = f["spread"]
+            lines.append(
+                f"| {f['program']} | {f['entries']} | {f['new_batch_ns']:.0f} [{sp['new_batch'][0]:.0f}-{sp['new_batch'][1]:.0f}] "
+                f"| {f['new_single_ns']:.0f} [{sp['new_single'][0]:.0f}-{sp['new_single'][1]:.0f}] "
+                f"| {f['established_ns']:.0f} [{sp['established'][0]:.0f}-{sp['established'][1]:.0f}] |"
+            )
+        if tr["change_ms"]:
+            lines.append("")
+            lines.append(
+                f"one-rule change at {max(tr_f['entries'] for tr_f in tr['figures'])} entries (engine delta + "
+                f"PolicySync map writes, no RPC): median {statistics.median(tr['change_ms']):.2f} ms "
+                f"(engine {statistics.median(tr['change_engine_ms']):.2f} ms), max {max(tr['change_ms']):.2f} ms; "
+                f"ring-buffer events lost: {tr['events_lost']}"
+            )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="a short run (smaller sizes, 1 round, 1 s runs)")
+    ap.add_argument("--sizes", help="policy entries / iptables rules, comma-separated (default 10000,50000)")
+    ap.add_argument("--rounds", type=int)
+    ap.add_argument("--seconds", type=int, help="seconds per workload run")
+    ap.add_argument("--iptables", help="nft,legacy,nft-ct,legacy-ct (default nft,legacy,nft-ct)")
+    ap.add_argument("--change-reps", type=int)
+    ap.add_argument(
+        "--testrun-sizes", help="pal_policy entries for BPF_PROG_TEST_RUN (default 0,1000,10000,50000)"
+    )
+    ap.add_argument("--skip-pods", action="store_true")
+    ap.add_argument("--skip-testrun", action="store_true")
+    ap.add_argument(
+        "--json-out", help="where to write every sample (default build/bench/datapath-<time>.json)"
+    )
+    a = ap.parse_args(argv)
+    q = a.quick
+    a.sizes = [int(x) for x in (a.sizes or ("1000,5000" if q else "10000,50000")).split(",")]
+    a.rounds = a.rounds or (1 if q else 5)
+    a.seconds = a.seconds or (1 if q else 3)
+    a.iptables = (a.iptables or "nft,legacy,nft-ct").split(",")
+    a.change_reps = a.change_reps if a.change_reps is not None else (2 if q else 7)
+    a.testrun_sizes = [
+        int(x) for x in (a.testrun_sizes or ("0,1000,5000" if q else "0,1000,10000,50000")).split(",")
+    ]
+    a.testrun_rounds = 2 if q else 15
+    a.testrun_batch = 2000 if q else 8000
+    a.testrun_single = 200 if q else 1000
+    a.testrun_established = 10000 if q else 40000
+    a.idle_seconds = 3 if q else 10
+    if os.geteuid() != 0:
+        raise SystemExit("bench/datapath.py needs root (BPF, network namespaces, iptables)")
+    if not (REPO / "build" / "bpf" / "lxc.bpf.o").exists():
+        raise SystemExit("build/bpf/lxc.bpf.o missing: run `make bpf` first")
+    from datapath_env import build_tool, loadavg
+
+    build_tool()
+    res: dict[str, Any] = {
+        "command": "bench/datapath.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "machine": machine(),
+        "load_before": loadavg(),
+        "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
+    if not a.skip_testrun:
+        res["testrun"] = run_testrun(a)
+    if not a.skip_pods:
+        res["pods"] = run_pods(a)
+    res["load_after"] = loadavg()
+    path = (
+        Path(a.json_out)
+        if a.json_out
+        else REPO / "build" / "bench" / f"datapath-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(res, indent=1))
+    print(report(res))
+    log(f"samples: {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,449 @@
+"""The pod environment of the datapath benchmark: a real agent (tests/helpers/agent.py's TestAgent: unique
+state dir, socket, bpffs dir, cgroup root, interface prefix and pod CIDR), a server and a client pod, the
+Palisade TC filters toggled on the pods' host veths, and iptables chains (nft and legacy backends).
+
+Everything created here is removed by ``close()`` (the agent tears down its pods, filters and pins; the
+iptables chains and jumps are deleted; the nft ``filter`` table is deleted again when this run created it and
+left it empty), also after a failure.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import datapath_model as dm
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))
+
+from helpers.agent import PY, TestAgent  # noqa: E402
+from palisade.bpf import tc_attach, tc_detach, tc_query  # noqa: E402
+from palisade.bpf.maps import Map  # noqa: E402
+from palisade.bpf.object import Program  # noqa: E402
+from palisade.datapath.loader import TC_HANDLE, TC_PRIORITY  # noqa: E402
+
+TOOL_SRC = REPO / "bench" / "tools" / "palrr.c"
+TOOL = REPO / "build" / "bench" / "palrr"
+DIRECTIONS = ("ingress", "egress")
+Log = Callable[[str], None]
+
+
+def build_tool() -> Path:
+    """gcc -O2 bench/tools/palrr.c -> build/bench/palrr (when the source is newer)."""
+    if not TOOL.exists() or TOOL.stat().st_mtime < TOOL_SRC.stat().st_mtime:
+        TOOL.parent.mkdir(parents=True, exist_ok=True)
+        subprocess.run(
+            ["gcc", "-O2", "-Wall", "-Wextra", "-Werror", "-o", str(TOOL), str(TOOL_SRC)],
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+    return TOOL
+
+
+def loadavg() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
+def proc_cpu_s(pid: int) -> float:
+    """utime + stime of a process, in seconds."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class TcToggle:
+    """Palisade's filters on the pods' host veths, detached and re-attached (the same programs, the same
+    handle/priority the agent uses). Holding a program fd keeps a detached program loaded."""
+
+    def __init__(self, ifindexes: list[int]) -> None:
+        self.progs: dict[tuple[int, str], Program] = {}
+        for ifx in ifindexes:
+            for d in DIRECTIONS:
+                pid = tc_query(ifx, d, handle=TC_HANDLE, priority=TC_PRIORITY)  # type: ignore[arg-type]
+                if pid is None:
+                    raise RuntimeError(f"no Palisade filter on ifindex {ifx} {d}")
+                self.progs[(ifx, d)] = Program.from_id(pid)
+
+    def attached(self) -> dict[tuple[int, str], bool]:
+        return {
+            (ifx, d): tc_query(ifx, d, handle=TC_HANDLE, priority=TC_PRIORITY) == prog.id  # type: ignore[arg-type]
+            for (ifx, d), prog in self.progs.items()
+        }
+
+    def set(self, on: bool) -> None:
+        for (ifx, d), prog in self.progs.items():
+            if on:
+                tc_attach(prog, ifx, d, handle=TC_HANDLE, priority=TC_PRIORITY, replace=True)  # type: ignore[arg-type]
+            else:
+                try:
+                    tc_detach(ifx, d, handle=TC_HANDLE, priority=TC_PRIORITY)  # type: ignore[arg-type]
+                except Exception:
+                    if tc_query(ifx, d, handle=TC_HANDLE, priority=TC_PRIORITY) is not None:  # type: ignore[arg-type]
+                        raise
+        state = self.attached()
+        if any(v != on for v in state.values()):
+            raise RuntimeError(f"tc filters not {'attached' if on else 'detached'}: {state}")
+
+    def close(self) -> None:
+        for p in self.progs.values():
+            p.close()
+        self.progs = {}
+
+
+def _nft_filter_table_exists() -> bool:
+    out = subprocess.run(["iptables-nft-save", "-t", "filter"], capture_output=True, text=True).stdout
+    return "*filter" in out
+
+
+class Iptables:
+    """Linear chains of one backend (``nft`` or ``legacy``) for the test pods, jumped to from FORWARD only for
+    the client <-> server traffic, one jump at a time."""
+
+    def __init__(self, backend: str, client_ip: str, server_ip: str, tag: str) -> None:
+        if backend not in ("nft", "legacy"):
+            raise ValueError(backend)
+        self.backend = backend
+        self.cmd = f"iptables-{backend}"
+        self.client_ip, self.server_ip = client_ip, server_ip
+        self.tag = tag
+        self.chains: list[str] = []
+        self.jumps: list[list[str]] = []
+        self.nft_table_existed = backend == "nft" and _nft_filter_table_exists()
+
+    def chain_name(self, n: int, stateful: bool = False) -> str:
+        return f"PALB{self.tag}{'C' if stateful else 'L'}{n}"
+
+    def _run(
+        self, *args: str, check: bool = True, input: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        r = subprocess.run([self.cmd, "-w", *args], capture_output=True, text=True, input=input)
+        if check and r.returncode != 0:
+            raise RuntimeError(f"{self.cmd} {' '.join(args)}: {r.stderr.strip()}")
+        return r
+
+    def install(self, plans: dict[int, dm.FillPlan]) -> dict[int, tuple[int, float]]:
+        """One linear chain per size; returns size -> (rules, seconds to load)."""
+        out = {}
+        for n, plan in plans.items():
+            ch = dm.iptables_chain(self.chain_name(n), plan, self.client_ip, self.server_ip)
+            self.chains.append(ch.name)
+            t0 = time.perf_counter()
+            r = subprocess.run(
+                [f"{self.cmd}-restore", "-w", "--noflush"],
+                input=dm.iptables_restore_text([ch]),
+                capture_output=True,
+                text=True,
+            )
+            if r.returncode != 0:
+                raise RuntimeError(f"{self.cmd}-restore: {r.stderr.strip()[:500]}")
+            out[n] = (len(ch.rules) - 1, time.perf_counter() - t0)
+        return out
+
+    def count_rules(self, n: int) -> int:
+        out = self._run("-S", self.chain_name(n)).stdout
+        return sum(1 for line in out.splitlines() if line.startswith("-A ")) - 1  # minus the final DROP
+
+    def add_stateful(self, n: int) -> str:
+        """A chain accepting conntrack-established packets first, then the linear chain. Created only while
+        used: any conntrack rule turns on connection tracking for every packet of the host namespace."""
+        ch = dm.stateful_chain(self.chain_name(n, stateful=True), self.chain_name(n))
+        self.chains.append(ch.name)
+        r = subprocess.run(
+            [f"{self.cmd}-restore", "-w", "--noflush"],
+            input=dm.iptables_restore_text([ch]),
+            capture_output=True,
+            text=True,
+        )
+        if r.returncode != 0:
+            raise RuntimeError(f"{self.cmd}-restore: {r.stderr.strip()[:500]}")
+        return ch.name
+
+    def drop_chain(self, name: str) -> None:
+        self._run("-F", name, check=False)
+        self._run("-X", name, check=False)
+        if name in self.chains:
+            self.chains.remove(name)
+
+    def jump(self, chain: str) -> None:
+        for rule in dm.jump_rules(chain, self.client_ip, self.server_ip):
+            self._run("-I", rule[0], "1", *rule[1:])
+            self.jumps.append(rule)
+
+    def unjump(self) -> None:
+        while self.jumps:
+            rule = self.jumps.pop()
+            self._run("-D", *rule, check=False)
+
+    def has_jump(self, chain: str) -> bool:
+        return all(
+            self._run("-C", *r, check=False).returncode == 0
+            for r in dm.jump_rules(chain, self.client_ip, self.server_ip)
+        )
+
+    def one_rule_change(self, n: int, reps: int) -> list[float]:
+        """Seconds to insert (and to delete) one rule at the head of the n-rule chain, as a user would."""
+        out = []
+        rule = [
+            "-s",
+            f"{self.client_ip}/32",
+            "-d",
+            f"{self.server_ip}/32",
+            "-p",
+            "tcp",
+            "--dport",
+            str(dm.PROBE_PORT),
+            "-j",
+            "ACCEPT",
+        ]
+        for _ in range(reps):
+            t0 = time.perf_counter()
+            self._run("-I", self.chain_name(n), "1", *rule)
+            t1 = time.perf_counter()
+            self._run("-D", self.chain_name(n), *rule)
+            out += [t1 - t0, time.perf_counter() - t1]
+        return out
+
+    def close(self) -> list[str]:
+        """Remove jumps and chains; the nft filter table too if this run created it and it is empty again.
+        Returns problems (never raises)."""
+        problems = []
+        try:
+            self.unjump()
+            for name in list(self.chains):
+                self.drop_chain(name)
+            left = self._run("-S", check=False).stdout
+            if f"PALB{self.tag}" in left:
+                problems.append(f"{self.cmd}: chains left: {left}")
+            if self.backend == "nft" and not self.nft_table_existed:
+                rules = [line for line in left.splitlines() if not line.startswith("-P ")]
+                if not rules:
+                    from pyroute2.nftables.main import NFTables
+
+                    nft = NFTables()
+                    try:
+                        nft.table("del", name="filter")
+                    finally:
+                        nft.close()
+        except Exception as exc:
+            problems.append(f"{self.cmd} cleanup: {exc}")
+        return problems
+
+
+class PodBench:
+    """The agent, the two pods and the toggles; ``close()`` removes everything."""
+
+    def __init__(self, max_entries: int, log: Log) -> None:
+        self.log = log
+        self.agent = TestAgent(extra=["--bpf-policy-map-max", str(max_entries + 4096)])
+        self.tool = str(build_tool())
+        self.server: dict[str, Any] = {}
+        self.client: dict[str, Any] = {}
+        self.tc: TcToggle | None = None
+        self.iptables: dict[str, Iptables] = {}
+        self.policy_size = 0
+        self.applies: list[dict[str, Any]] = []
+
+    # ---- setup ----
+
+    def start(self) -> None:
+        a = self.agent
+        a.start()
+        server_cmd = (
+            f"iperf3 -s -p {dm.STREAM_PORT} & exec {self.tool} server --echo {dm.RR_PORT} "
+            f"--oneshot {dm.CRR_PORTS[0]}-{dm.CRR_PORTS[1]} --oneshot {dm.PROBE_PORT}"
+        )
+        self.server = a.pod(dm.NAMESPACE, "server", dm.SERVER_LABELS, ["/bin/sh", "-c", server_cmd])
+        a.wait_log(dm.NAMESPACE, "server", "ready")
+        self.client = a.pod(dm.NAMESPACE, "client", dm.CLIENT_LABELS)
+        ifx = [int(self.server["handle"]["host_ifindex"]), int(self.client["handle"]["host_ifindex"])]
+        self.tc = TcToggle(ifx)
+        self.log(
+            f"  agent pid {self.pid}, pods: server {self.server_ip} (endpoint {self.server['endpoint_id']}, "
+            f"{self.server['host_ifname']}), client {self.client_ip} ({self.client['host_ifname']})"
+        )
+
+    @property
+    def pid(self) -> int:
+        assert self.agent.proc is not None
+        return self.agent.proc.pid
+
+    @property
+    def server_ip(self) -> str:
+        return str(self.server["ip"])
+
+    @property
+    def client_ip(self) -> str:
+        return str(self.client["ip"])
+
+    def add_iptables(self, backend: str, plans: dict[int, dm.FillPlan]) -> dict[int, tuple[int, float]]:
+        ipt = Iptables(backend, self.client_ip, self.server_ip, f"{os.getpid() % 100000}")
+        self.iptables[backend] = ipt
+        return ipt.install(plans)
+
+    # ---- policy ----
+
+    def apply_text(self, text: str, name: str) -> dict[str, Any]:
+        path = self.agent.tmp / f"{name}.yaml"
+        path.write_text(text)
+        t0 = time.perf_counter()
+        r = self.agent.cli("apply", "-f", str(path), "-o", "json", timeout=600)
+        wall = time.perf_counter() - t0
+        res: dict[str, Any] = json.loads(r.stdout)
+        if res.get("problems"):
+            raise RuntimeError(f"apply {name}: {res['problems']}")
+        res["cli_s"] = wall
+        res["returned_ns"] = time.monotonic_ns()
+        return res
+
+    def delete_text(self, text: str, name: str) -> float:
+        path = self.agent.tmp / f"{name}-del.yaml"
+        path.write_text(text)
+        t0 = time.perf_counter()
+        self.agent.cli("delete", "-f", str(path), timeout=600)
+        return time.perf_counter() - t0
+
+    def set_policy(self, n: int) -> None:
+        if n == self.policy_size:
+            return
+        res = self.apply_text(dm.as_yaml(dm.fill_policy(dm.fill_plan(n))), f"fill-{n}")
+        held = self.policy_entries()
+        if held != n:
+            raise RuntimeError(f"pal_policy holds {held} entries for the server endpoint, expected {n}")
+        self.applies.append(
+            {"from": self.policy_size, "to": n, "datapath_ms": res["datapath_ms"], "cli_s": res["cli_s"],
+             "entries_changed": res["entries_changed"], "held": held}
+        )  # fmt: skip
+        self.log(
+            f"  policy {self.policy_size} -> {n} entries: {res['entries_changed']} changes, "
+            f"datapath {res['datapath_ms']:.0f} ms, CLI {res['cli_s']:.2f} s; pal_policy holds {held} for the server"
+        )
+        self.policy_size = n
+
+    def policy_entries(self) -> int:
+        """Entries of the server endpoint in the agent's pinned pal_policy (read from the kernel)."""
+        m = Map.open_pinned(os.path.join(self.agent.bpf_root, "pal_policy"))
+        try:
+            ep = int(self.server["endpoint_id"]).to_bytes(4, "little")
+            return sum(1 for k in m.keys() if k[4:8] == ep)
+        finally:
+            m.close()
+
+    # ---- configurations ----
+
+    def set_config(self, name: str, kind: str, size: int) -> None:
+        """kind: a (no filters) | b (Palisade, size entries) | nft | legacy | nft-ct | legacy-ct."""
+        assert self.tc is not None
+        for ipt in self.iptables.values():
+            ipt.unjump()
+            for ch in [c for c in ipt.chains if c.startswith(f"PALB{ipt.tag}C")]:
+                ipt.drop_chain(ch)
+        if kind == "b":
+            self.set_policy(size)
+            self.tc.set(True)
+            return
+        self.tc.set(False)
+        if kind == "a":
+            return
+        backend, _, ct = kind.partition("-")
+        ipt = self.iptables[backend]
+        chain = ipt.add_stateful(size) if ct else ipt.chain_name(size)
+        ipt.jump(chain)
+        if not ipt.has_jump(chain):
+            raise RuntimeError(f"{name}: jump to {chain} missing")
+
+    # ---- workloads ----
+
+    def exec_client(self, *argv: str, timeout: float) -> str:
+        r = self.agent.exec(dm.NAMESPACE, "client", *argv, timeout=timeout)
+        if r.returncode != 0:
+            raise RuntimeError(
+                f"{' '.join(argv)} in the client pod: exit {r.returncode}: {r.stdout[-400:]} {r.stderr[-400:]}"
+            )
+        return r.stdout
+
+    def stream(self, secs: int) -> tuple[float, dict[str, Any]]:
+        for attempt in range(3):
+            try:
+                out = self.exec_client("iperf3", "-c", self.server_ip, "-p", str(dm.STREAM_PORT), "-t", str(secs), "-J",
+                                       timeout=secs + 60)  # fmt: skip
+                return dm.parse_iperf3(out) / 1e9, {}
+            except (RuntimeError, dm.BenchError) as exc:
+                if "busy" not in str(exc) or attempt == 2:  # iperf3 server still finishing the last test
+                    raise
+                time.sleep(1)
+        raise AssertionError("unreachable")
+
+    def rr(self, secs: int) -> tuple[float, dict[str, Any]]:
+        res = dm.parse_tool_json(
+            self.exec_client(self.tool, "rr", self.server_ip, str(dm.RR_PORT), str(secs), timeout=secs + 60),
+            "rr",
+        )
+        return float(res["rate"]), {"p50_us": res["p50_us"], "p99_us": res["p99_us"]}
+
+    def crr(self, secs: int) -> tuple[float, dict[str, Any]]:
+        ports = f"{dm.CRR_PORTS[0]}-{dm.CRR_PORTS[1]}"
+        res = dm.parse_tool_json(
+            self.exec_client(self.tool, "crr", self.server_ip, ports, str(secs), timeout=secs + 60), "crr"
+        )
+        if res["errors"]:
+            raise RuntimeError(f"crr: {res['errors']} failed connections")
+        return float(res["rate"]), {
+            "reused": res["tuples_reused_within_12s"],
+            "connections": res["connections"],
+        }
+
+    def reachable(self, port: int) -> bool:
+        """One new connection to the server's port (100 ms for the SYN-ACK): open or dropped."""
+        r = self.agent.exec(
+            dm.NAMESPACE, "client", self.tool, "probe", self.server_ip, str(port), "open", "1", "100"
+        )
+        return r.returncode == 0
+
+    # ---- policy change latency ----
+
+    def start_probe(self, want: str, timeout_ms: int, secs: int = 20) -> subprocess.Popen[str]:
+        p = subprocess.Popen(
+            [PY, "-m", "palisade", "pod", "exec", "client", "-n", dm.NAMESPACE, "--", self.tool, "probe",
+             self.server_ip, str(dm.PROBE_PORT), want, str(secs), str(timeout_ms), "1"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=self.agent.env,
+        )  # fmt: skip
+        assert p.stdout is not None
+        line = p.stdout.readline()
+        if not line.startswith("ready"):
+            p.kill()
+            p.wait()
+            raise RuntimeError(f"probe did not start: {line!r} {p.stderr.read() if p.stderr else ''}")
+        return p
+
+    @staticmethod
+    def finish_probe(p: subprocess.Popen[str]) -> dict[str, Any]:
+        try:
+            out, err = p.communicate(timeout=60)
+        finally:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        if p.returncode != 0:
+            raise RuntimeError(f"probe failed ({p.returncode}): {out[-300:]} {err[-300:]}")
+        return dm.parse_tool_json(out, "probe")
+
+    # ---- teardown ----
+
+    def close(self) -> list[str]:
+        problems: list[str] = []
+        for ipt in self.iptables.values():
+            problems += ipt.close()
+        if self.tc is not None:
+            try:
+                self.tc.close()
+            except Exception as exc:
+                problems.append(f"tc: {exc}")
+        self.agent.cleanup()  # pods (with their veths and filters), pins, cgroups, the agent process
+        return problems
