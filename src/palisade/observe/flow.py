@@ -5,7 +5,10 @@ enrichment resolved through small caches) and nothing more. The protobuf ``flow.
 ``to_proto`` only for flows a client asks for, and JSON / text are rendered from that (``palisade.observe.render``).
 
 Enrichment goes through an ``Enricher`` (a Protocol the agent implements over its store):
-identity -> labels, IP -> (namespace, pod, endpoint id), rule cookie -> policy references, node name.
+identity -> labels, IP -> (namespace, pod, endpoint id), rule cookie -> policy references, node name, and
+(optionally) cgroup id -> pod: a hostNetwork pod's packets carry the node's address, so the IP alone says
+"host"; events of its socket-level hooks, and events of other pods' hooks about packets its sockets sent, carry
+its cgroup id, and the flow names the pod (namespace, pod name, endpoint id) on that side.
 
 Policy attribution (beyond Hubble): every policy-decided flow names the policies that allowed or denied it in
 Hubble's ``{ingress,egress}_{allowed,denied}_by`` fields. A drop caused by default deny (no rule allowed the
@@ -17,7 +20,7 @@ Palisade's own outputs show it.
 from __future__ import annotations
 
 import uuid as _uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -104,6 +107,9 @@ class Enricher(Protocol):
 
     def policies_by_cookie(self, cookie: int) -> Sequence[PolicyRef]: ...
 
+    # Optional (FlowBuilder looks it up with getattr, so enrichers without it keep working):
+    def endpoint_by_cgroup(self, cgroup_id: int) -> EndpointRef | None: ...
+
 
 @dataclass
 class StaticEnricher:
@@ -113,6 +119,7 @@ class StaticEnricher:
     identities: dict[int, Sequence[str]] = field(default_factory=dict)
     endpoints: dict[str, EndpointRef] = field(default_factory=dict)
     cookies: dict[int, Sequence[PolicyRef]] = field(default_factory=dict)
+    cgroups: dict[int, EndpointRef] = field(default_factory=dict)
 
     @property
     def node_name(self) -> str:
@@ -130,6 +137,9 @@ class StaticEnricher:
 
     def policies_by_cookie(self, cookie: int) -> Sequence[PolicyRef]:
         return self.cookies.get(cookie, ())
+
+    def endpoint_by_cgroup(self, cgroup_id: int) -> EndpointRef | None:
+        return self.cgroups.get(cgroup_id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,12 +234,19 @@ class FlowBuilder:
         self.cache_limit = cache_limit
         self._views: dict[tuple[str, int], EndpointView] = {}
         self._cookies: dict[int, tuple[PolicyRef, ...]] = {}
+        self._cgroups: dict[int, EndpointRef | None] = {}
+        self._cg_views: dict[tuple[int, int], EndpointView] = {}
+        self._by_cgroup: Callable[[int], EndpointRef | None] | None = getattr(
+            enricher, "endpoint_by_cgroup", None
+        )
         self._node_name = enricher.node_name
 
     def invalidate(self) -> None:
         """Forget cached enrichment (identities, pods or policies changed). Flows already stored keep theirs."""
         self._views = {}
         self._cookies = {}
+        self._cgroups = {}
+        self._cg_views = {}
         self._node_name = self.enricher.node_name
 
     def _view(self, ip: str, identity: int) -> EndpointView:
@@ -247,6 +264,44 @@ class FlowBuilder:
                 view = EndpointView(0, identity, ns, "", labels)
             self._views[key] = view
         return view
+
+    def _cgroup_endpoint(self, cgroup_id: int) -> EndpointRef | None:
+        if cgroup_id in self._cgroups:
+            return self._cgroups[cgroup_id]
+        if len(self._cgroups) >= self.cache_limit:
+            self._cgroups = {}
+        ep = self._by_cgroup(cgroup_id) if self._by_cgroup is not None else None
+        self._cgroups[cgroup_id] = ep
+        return ep
+
+    def _cgroup_view(self, ep: EndpointRef, cgroup_id: int, identity: int) -> EndpointView:
+        key = (cgroup_id, identity)
+        view = self._cg_views.get(key)
+        if view is None:
+            if len(self._cg_views) >= self.cache_limit:
+                self._cg_views = {}
+            labels = tuple(self.enricher.identity_labels(identity))
+            view = EndpointView(ep.endpoint_id, identity, ep.namespace, ep.pod_name, labels)
+            self._cg_views[key] = view
+        return view
+
+    def _name_by_cgroup(
+        self, ev: DatapathEvent, src: EndpointView, dst: EndpointView
+    ) -> tuple[EndpointView, EndpointView]:
+        """Name the side of the flow that the event's cgroup id stands for, when its IP names no pod.
+
+        Events of a hostNetwork pod's own hooks (the cgroup is the hook's endpoint) describe the pod as the
+        subject: the destination of an ingress packet, the source of an egress one. Events of another pod's
+        hook carry the cgroup of the socket that sent the packet: the source."""
+        ep = self._cgroup_endpoint(ev.cgroup_id)
+        if ep is None:
+            return src, dst
+        if ep.endpoint_id == ev.endpoint_id and ev.direction == TrafficDirection.INGRESS:
+            if dst.endpoint_id == 0:
+                dst = self._cgroup_view(ep, ev.cgroup_id, ev.dst_identity)
+        elif src.endpoint_id == 0:
+            src = self._cgroup_view(ep, ev.cgroup_id, ev.src_identity)
+        return src, dst
 
     def _policies(self, ev: DatapathEvent, src: EndpointView, dst: EndpointView) -> tuple[PolicyRef, ...]:
         cookie = ev.rule_cookie
@@ -268,6 +323,8 @@ class FlowBuilder:
     def build(self, ev: DatapathEvent, seq: int) -> FlowRecord:
         src = self._view(ev.src_ip, ev.src_identity)
         dst = self._view(ev.dst_ip, ev.dst_identity)
+        if ev.cgroup_id:
+            src, dst = self._name_by_cgroup(ev, src, dst)
         return FlowRecord(seq, ev, src, dst, self._policies(ev, src, dst), self._node_name, self.run_id)
 
 
