@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import os
 import random
 import statistics
 import time
@@ -138,6 +139,7 @@ def main() -> None:
     args = ap.parse_args()
     identities, eps = pods()
     sizes = [int(s) for s in args.sizes.split(",")]
+    print(f"load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())} ({os.cpu_count()} CPUs)")
     print(f"{'rules':>7} {'parse s':>8} {'compile s':>10} {'entries':>9} {'peak MiB':>9}")
     eng = None
     for n in sizes:

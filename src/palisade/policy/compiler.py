@@ -661,7 +661,10 @@ class PolicyEngine:
         specs: set[_Spec] = set(
             self._spec_index.matching(labels, lambda s: s.subject.matches(labels))  # type: ignore[attr-defined,arg-type]
         )
-        for spec in self._ep_specs.get(ep_id, set()):
+        old = self._ep_specs.get(ep_id)
+        if old == specs and ep_id in self._maps:
+            return  # selected by the same policies as before (e.g. a label no policy looks at): nothing changes
+        for spec in old or ():
             self._spec_eps.get(spec, set()).discard(ep_id)
         for spec in specs:
             self._spec_eps.setdefault(spec, set()).add(ep_id)
