@@ -137,6 +137,9 @@ def test_flow_names_hostnetwork_pod_by_cgroup() -> None:
     # B's TC ingress saw a packet H's socket sent: the cgroup names the source
     r = b.build(_ev(TrafficDirection.INGRESS, B.endpoint_id, (ROUTER, H_ID), ("10.99.0.7", B_ID), H_CG), 2)
     assert (r.src.pod_name, r.dst.pod_name) == ("h", "b")
+    # (another pod's egress hook naming H as the destination of a packet to H's socket)
+    r2 = b.build(_ev(TrafficDirection.EGRESS, B.endpoint_id, ("10.99.0.7", B_ID), (ROUTER, H_ID), H_CG), 3)
+    assert (r2.src.pod_name, r2.dst.pod_name, r2.dst.endpoint_id) == ("b", "h", 5)
     pb = to_proto(r)
     assert (pb.source.pod_name, pb.source.namespace, pb.source.ID, pb.cgroup_id) == ("h", "ns1", 5, H_CG)
 

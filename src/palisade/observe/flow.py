@@ -290,13 +290,16 @@ class FlowBuilder:
     ) -> tuple[EndpointView, EndpointView]:
         """Name the side of the flow that the event's cgroup id stands for, when its IP names no pod.
 
-        Events of a hostNetwork pod's own hooks (the cgroup is the hook's endpoint) describe the pod as the
-        subject: the destination of an ingress packet, the source of an egress one. Events of another pod's
-        hook carry the cgroup of the socket that sent the packet: the source."""
+        The hook's endpoint is the destination of an ingress packet and the source of an egress one. Events of
+        a hostNetwork pod's own hooks (the cgroup is the hook's endpoint) name the pod on that side; events of
+        another pod's hook carry the cgroup of the pod's socket at the other end of the packet (the sender, for
+        the TC ingress hook)."""
         ep = self._cgroup_endpoint(ev.cgroup_id)
         if ep is None:
             return src, dst
-        if ep.endpoint_id == ev.endpoint_id and ev.direction == TrafficDirection.INGRESS:
+        hook_side_is_dst = ev.direction == TrafficDirection.INGRESS
+        is_dst = hook_side_is_dst if ep.endpoint_id == ev.endpoint_id else not hook_side_is_dst
+        if is_dst:
             if dst.endpoint_id == 0:
                 dst = self._cgroup_view(ep, ev.cgroup_id, ev.dst_identity)
         elif src.endpoint_id == 0:
