@@ -269,6 +269,7 @@ class RuntimeSensor:
             new_tps = {h.hook.tp_id: h.hook for h in applied.active.hooks}
             attached: list[int] = []
             before = self._tables
+            self._reset_counters(applied)
             try:
                 for tp_id, hook in new_tps.items():
                     if tp_id not in self._tp_links:
@@ -391,6 +392,14 @@ class RuntimeSensor:
         if exclude is None:
             self._next_policy_id += 1
         return _Applied(pid, ActivePolicy(compiled, tuple(hooks)), infos)
+
+    def _reset_counters(self, applied: _Applied) -> None:
+        """Fresh instances and slots count from zero (their ids may have served a deleted policy)."""
+        hits = self._obj.map("pal_rt_slot_hits")
+        for h in applied.active.hooks:
+            self._events.pop(h.inst, None)
+            for slot in h.slots:
+                hits.update_percpu(slot.to_bytes(4, "little"), [bytes(8)])
 
     def _attach_tp(self, tp_id: int, category: str, name: str) -> None:
         from palisade.bpf import attach_tracepoint
