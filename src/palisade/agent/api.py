@@ -46,7 +46,9 @@ def register(agent: Agent) -> None:
                     "source": r.source,
                     "namespace_override": r.namespace_override,
                     "applied_at": r.applied_at,
-                    "audit": (r.document.get("metadata", {}).get("annotations") or {}).get("palisade.io/audit-mode")
+                    "audit": (r.document.get("metadata", {}).get("annotations") or {}).get(
+                        "palisade.io/audit-mode"
+                    )
                     == "true",
                 }
             )
@@ -222,7 +224,9 @@ def agent_status(agent: Agent) -> dict[str, Any]:
     features = []
     try:
         for f in probe_all():
-            features.append({"name": f.name, "available": f.available, "used_for": f.used_for, "fallback": f.fallback})
+            features.append(
+                {"name": f.name, "available": f.available, "used_for": f.used_for, "fallback": f.fallback}
+            )
     except Exception as exc:  # the status must still answer
         features.append({"name": "probe", "available": False, "used_for": str(exc), "fallback": ""})
     lost = {}
@@ -234,16 +238,30 @@ def agent_status(agent: Agent) -> dict[str, Any]:
         l7_eps = sum(1 for st in (agent.sync.endpoints.values() if agent.sync else ()) if st.l7_ingress)
     programs = []
     if dp and dp.lxc:
-        programs.append({"program": "pal_from_container / pal_to_container", "hook": "tc (pod veths)", "attached": n_eps})
+        programs.append(
+            {"program": "pal_from_container / pal_to_container", "hook": "tc (pod veths)", "attached": n_eps}
+        )
     if dp and dp.kafka:
-        programs.append({"program": "pal_kafka_sockops", "hook": "cgroup sock_ops (pods' cgroup root)", "attached": 1})
-        programs.append({"program": "pal_kafka_verdict", "hook": "sk_skb verdict (pal_kafka_socks)", "attached": l7_eps})
-        programs.append({"program": "pal_kafka_msg", "hook": "sk_msg verdict (pal_kafka_socks)", "attached": l7_eps})
+        programs.append(
+            {"program": "pal_kafka_sockops", "hook": "cgroup sock_ops (pods' cgroup root)", "attached": 1}
+        )
+        programs.append(
+            {"program": "pal_kafka_verdict", "hook": "sk_skb verdict (pal_kafka_socks)", "attached": l7_eps}
+        )
+        programs.append(
+            {"program": "pal_kafka_msg", "hook": "sk_msg verdict (pal_kafka_socks)", "attached": l7_eps}
+        )
     sensor = None
     if agent.sensor is not None:
         sensor = {"stats": dict(agent.sensor.stats()), "errors": list(agent.sensor.errors)}
         for pol in agent.sensor.list_policies():
-            programs.append({"program": f"tracing policy {getattr(pol, 'name', '?')}", "hook": "tracepoints", "attached": 1})
+            programs.append(
+                {
+                    "program": f"tracing policy {getattr(pol, 'name', '?')}",
+                    "hook": "tracepoints",
+                    "attached": 1,
+                }
+            )
     return {
         "agent": {
             "version": __version__,
@@ -256,7 +274,10 @@ def agent_status(agent: Agent) -> dict[str, Any]:
             "audit_mode": c.policy_audit_mode,
         },
         "endpoints": n_eps,
-        "maps": {k: {"used": u, "max": m, "pressure": round(u / m, 6) if m else 0.0} for k, (u, m) in pressure.items()},
+        "maps": {
+            k: {"used": u, "max": m, "pressure": round(u / m, 6) if m else 0.0}
+            for k, (u, m) in pressure.items()
+        },
         "programs": programs,
         "features": features,
         "counters": dp.counters() if dp and dp.maps else {},

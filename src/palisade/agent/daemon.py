@@ -301,13 +301,17 @@ class Agent:
                     res = parse_documents([Document(rec.source, 1, rec.document)], rec.namespace_override)
                     policies.append(res.resources[0])
                 except PalisadeError as exc:
-                    self.warnings_at_start.append(f"stored policy {rec.kind} {rec.namespace}/{rec.name}: {exc}")
+                    self.warnings_at_start.append(
+                        f"stored policy {rec.kind} {rec.namespace}/{rec.name}: {exc}"
+                    )
         endpoints: list[Endpoint] = []
         idents: dict[int, LabelSet] = {}
         for rec in self.store.pods():
             handle = self.runtime.lookup(rec.namespace, rec.name)
             if handle is None:
-                self.warnings_at_start.append(f"pod {rec.namespace}/{rec.name} vanished while the agent was down")
+                self.warnings_at_start.append(
+                    f"pod {rec.namespace}/{rec.name} vanished while the agent was down"
+                )
                 self._forget_pod_record(rec)
                 continue
             labels = self._labels_for(rec.namespace, rec.labels)
@@ -315,7 +319,14 @@ class Agent:
             idents[ident] = labels
             view = PodView(rec, ident, labels)
             self.pods[(rec.namespace, rec.name)] = view
-            endpoints.append(Endpoint(rec.endpoint_id, ident, (rec.ip,) if rec.ip and not rec.host_network else (), f"{rec.namespace}/{rec.name}"))
+            endpoints.append(
+                Endpoint(
+                    rec.endpoint_id,
+                    ident,
+                    (rec.ip,) if rec.ip and not rec.host_network else (),
+                    f"{rec.namespace}/{rec.name}",
+                )
+            )
         self._persist_identities()
         self.engine.load(policies, idents, endpoints)
         for view in self.pods.values():
@@ -363,7 +374,9 @@ class Agent:
         for k, v in m.items():
             key = abi.pal_ipcache_key.from_buffer_copy(k)
             val = abi.pal_ipcache_val.from_buffer_copy(v)
-            net = ipaddress.IPv4Network((ipaddress.IPv4Address(key.addr_be.to_bytes(4, "little")), key.prefixlen))
+            net = ipaddress.IPv4Network(
+                (ipaddress.IPv4Address(key.addr_be.to_bytes(4, "little")), key.prefixlen)
+            )
             actual[net] = (val.identity, val.ep_id)
         self.sync.ipcache = dict(actual)
         for net, (ident, ep) in want.items():
@@ -603,7 +616,9 @@ class Agent:
             "running": bool(r.pid and _alive(r.pid)),
         }
 
-    def label_namespace(self, namespace: str, set_labels: dict[str, str], remove: list[str]) -> dict[str, Any]:
+    def label_namespace(
+        self, namespace: str, set_labels: dict[str, str], remove: list[str]
+    ) -> dict[str, Any]:
         assert self.store is not None
         for k, v in set_labels.items():
             _check_label(k, v)
@@ -636,7 +651,14 @@ class Agent:
         if st is not None:
             st.identity = new_id
         self.apply_delta(
-            self.engine.upsert_endpoint(Endpoint(r.endpoint_id, new_id, (r.ip,) if r.ip and not r.host_network else (), f"{r.namespace}/{r.name}"))
+            self.engine.upsert_endpoint(
+                Endpoint(
+                    r.endpoint_id,
+                    new_id,
+                    (r.ip,) if r.ip and not r.host_network else (),
+                    f"{r.namespace}/{r.name}",
+                )
+            )
         )
         if r.ip and not r.host_network:
             self.sync.set_ipcache(ipaddress.IPv4Network(f"{r.ip}/32"), new_id, r.endpoint_id)
@@ -660,7 +682,9 @@ class Agent:
             raise PolicyErrors(errors)
         return parse_documents(all_docs, namespace)
 
-    def apply(self, docs: list[dict[str, str]], namespace: str | None = None, dry_run: bool = False) -> dict[str, Any]:
+    def apply(
+        self, docs: list[dict[str, str]], namespace: str | None = None, dry_run: bool = False
+    ) -> dict[str, Any]:
         """Apply policies atomically: everything parses and compiles before anything changes."""
         assert self.store is not None
         result = self.parse(docs, namespace)
@@ -677,12 +701,17 @@ class Agent:
                 self.engine._compile_policy(p)  # raises (e.g. NotSupported http rules) before any change
                 _check_enforceable(p)
             if tracing and self.sensor is None:
-                raise NotSupported("runtime security", "the runtime sensor did not start; see `palisade status`")
+                raise NotSupported(
+                    "runtime security", "the runtime sensor did not start; see `palisade status`"
+                )
             for t in tracing:
                 self.sensor.validate(t) if hasattr(self.sensor, "validate") else None
             if dry_run:
-                return {"applied": [], "dry_run": [r.summary() for r in result.resources],
-                        "warnings": [w.render() for w in result.warnings]}
+                return {
+                    "applied": [],
+                    "dry_run": [r.summary() for r in result.resources],
+                    "warnings": [w.render() for w in result.warnings],
+                }
             now = time.time()
             with self.store.transaction():
                 for r, doc in zip(result.resources, result.documents, strict=True):
@@ -705,9 +734,11 @@ class Agent:
             selected = {p.name: self._selected_endpoints(p) for p in net}
             return {
                 "applied": [r.summary() for r in result.resources],
-                "warnings": [w.render() for w in result.warnings] + [
+                "warnings": [w.render() for w in result.warnings]
+                + [
                     f"{p.kind} {p.namespace or ''}/{p.name}: selects no endpoint on this node"
-                    for p in net if not selected[p.name]
+                    for p in net
+                    if not selected[p.name]
                 ],
                 "problems": problems,
                 "entries_changed": delta.entry_changes,
@@ -717,12 +748,18 @@ class Agent:
     def _selected_endpoints(self, p: NetworkPolicy) -> list[str]:
         out = []
         for ep in self.engine.endpoints().values():
-            if any(o.name == p.name and o.kind == p.kind for e in self.engine.mapstate(ep.id).values() for o in e.origins):
+            if any(
+                o.name == p.name and o.kind == p.kind
+                for e in self.engine.mapstate(ep.id).values()
+                for o in e.origins
+            ):
                 out.append(ep.name)
                 continue
             f = self.engine.flags(ep.id)
             # selected with default deny but no entries: still selected
-            if (f[Direction.INGRESS].enforced or f[Direction.EGRESS].enforced) and self._policy_selects(p, ep):
+            if (f[Direction.INGRESS].enforced or f[Direction.EGRESS].enforced) and self._policy_selects(
+                p, ep
+            ):
                 out.append(ep.name)
         return out
 
@@ -822,7 +859,9 @@ def _alive(pid: int) -> bool:
         return False
 
 
-_LABEL_KEY = __import__("re").compile(r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
+_LABEL_KEY = __import__("re").compile(
+    r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"
+)
 _LABEL_VALUE = __import__("re").compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$")
 
 

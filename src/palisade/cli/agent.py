@@ -20,20 +20,30 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     asub = p.add_subparsers(dest="agent_cmd", metavar="")
     stop = asub.add_parser("stop", help="stop the running agent (enforcement stays in the kernel)")
-    stop.add_argument("--teardown", action="store_true", help="also delete every pod and remove Palisade from the kernel")
-    stop.add_argument("--socket", help="agent socket (default $PALISADE_SOCKET or /var/run/palisade/palisade.sock)")
+    stop.add_argument(
+        "--teardown", action="store_true", help="also delete every pod and remove Palisade from the kernel"
+    )
+    stop.add_argument(
+        "--socket", help="agent socket (default $PALISADE_SOCKET or /var/run/palisade/palisade.sock)"
+    )
     stop.set_defaults(func=cmd_agent_stop)
     p.set_defaults(func=cmd_agent)
 
-    s = sub.add_parser("status", help="agent health, maps and their pressure, programs, kernel features, lost events")
+    s = sub.add_parser(
+        "status", help="agent health, maps and their pressure, programs, kernel features, lost events"
+    )
     _socket(s)
     s.add_argument("-o", "--output", choices=["text", "json"], default="text")
     s.set_defaults(func=cmd_status)
 
     a = sub.add_parser("apply", help="apply policy files (CNP, CCNP, KNP, TracingPolicy) atomically")
     _socket(a)
-    a.add_argument("-f", "--filename", action="append", required=True, help="YAML file (repeatable, - for stdin)")
-    a.add_argument("-n", "--namespace", help="put namespaced policies in this namespace (like kubectl apply -n)")
+    a.add_argument(
+        "-f", "--filename", action="append", required=True, help="YAML file (repeatable, - for stdin)"
+    )
+    a.add_argument(
+        "-n", "--namespace", help="put namespaced policies in this namespace (like kubectl apply -n)"
+    )
     a.add_argument("--dry-run", action="store_true", help="validate and compile, change nothing")
     a.add_argument("-o", "--output", choices=["text", "json"], default="text")
     a.set_defaults(func=cmd_apply)
@@ -60,7 +70,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 
 def _socket(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--socket", help="agent socket (default $PALISADE_SOCKET or /var/run/palisade/palisade.sock)")
+    p.add_argument(
+        "--socket", help="agent socket (default $PALISADE_SOCKET or /var/run/palisade/palisade.sock)"
+    )
 
 
 def cmd_agent(args: argparse.Namespace) -> int:
@@ -164,33 +176,54 @@ def render_status(st: dict[str, Any]) -> str:
         "",
         "Maps (pressure = used / max):",
     ]
-    rows = [[name, str(m["used"]), str(m["max"]), f"{m['pressure'] * 100:.3f} %"] for name, m in sorted(st["maps"].items())]
+    rows = [
+        [name, str(m["used"]), str(m["max"]), f"{m['pressure'] * 100:.3f} %"]
+        for name, m in sorted(st["maps"].items())
+    ]
     lines.append(table(["MAP", "USED", "MAX", "PRESSURE"], rows))
     lines.append("")
     lines.append("Programs:")
-    lines.append(table(["PROGRAM", "HOOK", "ATTACHED"], [[p["program"], p["hook"], str(p["attached"])] for p in st["programs"]]))
+    lines.append(
+        table(
+            ["PROGRAM", "HOOK", "ATTACHED"],
+            [[p["program"], p["hook"], str(p["attached"])] for p in st["programs"]],
+        )
+    )
     lines.append("")
     lines.append("Kernel features:")
     lines.append(
         table(
             ["FEATURE", "", "USED FOR / WITHOUT IT"],
-            [[f["name"], "yes" if f["available"] else "no", f["used_for"] if f["available"] else f["fallback"]] for f in st["features"]],
+            [
+                [
+                    f["name"],
+                    "yes" if f["available"] else "no",
+                    f["used_for"] if f["available"] else f["fallback"],
+                ]
+                for f in st["features"]
+            ],
         )
     )
     fl = st["flows"]
     lines.append("")
-    lines.append(f"Flows:     {fl['stored']}/{fl['capacity']} stored, {fl['seen']} seen, {fl['events_read']} events read")
+    lines.append(
+        f"Flows:     {fl['stored']}/{fl['capacity']} stored, {fl['seen']} seen, {fl['events_read']} events read"
+    )
     lost = {k: v for k, v in (fl.get("lost") or {}).items() if v}
     ctr = st.get("counters", {})
     lines.append(
-        "Lost:      ring buffer " + str(ctr.get("events_lost", 0))
+        "Lost:      ring buffer "
+        + str(ctr.get("events_lost", 0))
         + "".join(f", {k} {v}" for k, v in lost.items())
         + f"; undecodable {fl['events_undecodable']}"
     )
     if ctr:
         lines.append("Counters:  " + ", ".join(f"{k}={v}" for k, v in ctr.items()))
     rs = st.get("runtime_security")
-    lines.append("Runtime:   " + ("running " + ", ".join(f"{k}={v}" for k, v in rs["stats"].items()) if rs else "not running"))
+    lines.append(
+        "Runtime:   "
+        + ("running " + ", ".join(f"{k}={v}" for k, v in rs["stats"].items()) if rs else "not running")
+    )
     for ep, probs in (st.get("problems") or {}).items():
         for p in probs:
             lines.append(f"PROBLEM endpoint {ep}: {p}")
@@ -208,11 +241,22 @@ def cmd_endpoint_list(args: argparse.Namespace) -> int:
         emit(eps)
         return 0
     rows = [
-        [str(e["endpoint_id"]), e["pod"], e["ip"] or "-", str(e["identity"]), e["ingress"], e["egress"],
-         str(e["policy_entries"]), "yes" if e["l7"] else "", "; ".join(e["problems"])]
+        [
+            str(e["endpoint_id"]),
+            e["pod"],
+            e["ip"] or "-",
+            str(e["identity"]),
+            e["ingress"],
+            e["egress"],
+            str(e["policy_entries"]),
+            "yes" if e["l7"] else "",
+            "; ".join(e["problems"]),
+        ]
         for e in eps
     ]
-    print(table(["ENDPOINT", "POD", "IP", "IDENTITY", "INGRESS", "EGRESS", "ENTRIES", "L7", "PROBLEMS"], rows))
+    print(
+        table(["ENDPOINT", "POD", "IP", "IDENTITY", "INGRESS", "EGRESS", "ENTRIES", "L7", "PROBLEMS"], rows)
+    )
     return 0
 
 
@@ -224,7 +268,15 @@ def cmd_identity_list(args: argparse.Namespace) -> int:
     if args.output == "json":
         emit(ids)
         return 0
-    rows = [[str(i["identity"]), i["kind"], "" if i["references"] is None else str(i["references"]), "\n".join(i["labels"])] for i in ids]
+    rows = [
+        [
+            str(i["identity"]),
+            i["kind"],
+            "" if i["references"] is None else str(i["references"]),
+            "\n".join(i["labels"]),
+        ]
+        for i in ids
+    ]
     print(table(["ID", "KIND", "REFS", "LABELS"], rows))
     return 0
 

@@ -11,7 +11,9 @@ from palisade.errors import AgentError
 
 
 def _socket(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--socket", help="agent socket (default $PALISADE_SOCKET or /var/run/palisade/palisade.sock)")
+    p.add_argument(
+        "--socket", help="agent socket (default $PALISADE_SOCKET or /var/run/palisade/palisade.sock)"
+    )
 
 
 def _labels(items: list[str] | None) -> dict[str, str]:
@@ -103,7 +105,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         emit(pod)
     else:
         where = "host network" if pod["host_network"] else pod["ip"]
-        print(f"pod {pod['namespace']}/{pod['name']} running ({where}, identity {pod['identity']}, pid {pod['pid']})")
+        print(
+            f"pod {pod['namespace']}/{pod['name']} running ({where}, identity {pod['identity']}, pid {pod['pid']})"
+        )
     for p in pod.get("problems", []):
         print(f"problem: {p}", file=sys.stderr)
     return 0
@@ -132,9 +136,14 @@ def cmd_list(args: argparse.Namespace) -> int:
         emit(pods)
         return 0
     rows = [
-        [p["namespace"], p["name"], "host" if p["host_network"] else (p["ip"] or "-"), str(p["identity"]),
-         "Running" if p["running"] else "Exited",
-         ",".join(f"{k}={v}" for k, v in sorted(p["labels"].items()))]
+        [
+            p["namespace"],
+            p["name"],
+            "host" if p["host_network"] else (p["ip"] or "-"),
+            str(p["identity"]),
+            "Running" if p["running"] else "Exited",
+            ",".join(f"{k}={v}" for k, v in sorted(p["labels"].items())),
+        ]
         for p in pods
     ]
     print(table(["NAMESPACE", "NAME", "IP", "IDENTITY", "STATUS", "LABELS"], rows))
@@ -182,5 +191,10 @@ def cmd_ns_list(args: argparse.Namespace) -> int:
 
     with connect(args.socket) as c:
         nss = c.call("namespace_list")
-    print(table(["NAME", "LABELS"], [[n["name"], ",".join(f"{k}={v}" for k, v in sorted(n["labels"].items()))] for n in nss]))
+    print(
+        table(
+            ["NAME", "LABELS"],
+            [[n["name"], ",".join(f"{k}={v}" for k, v in sorted(n["labels"].items()))] for n in nss],
+        )
+    )
     return 0

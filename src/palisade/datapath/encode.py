@@ -134,7 +134,9 @@ def value_is_deny(data: bytes) -> bool:
     return bool(v.flags & abi.POLICY_DENY) and not bool(v.flags & abi.POLICY_AUDIT)
 
 
-def endpoint_flags(flags: dict[Direction, Flags], *, l7: bool, host_network: bool, full_in: bool, full_out: bool) -> int:
+def endpoint_flags(
+    flags: dict[Direction, Flags], *, l7: bool, host_network: bool, full_in: bool, full_out: bool
+) -> int:
     f = 0
     fin, fout = flags.get(Direction.INGRESS, Flags()), flags.get(Direction.EGRESS, Flags())
     if fin.enforced:

@@ -31,8 +31,16 @@ from palisade.errors import BpfError
 log = logging.getLogger("palisade.datapath")
 
 # Maps whose fill level is reported as pressure (used / max), Cilium's cilium_bpf_map_pressure.
-PRESSURE_MAPS = ("pal_policy", "pal_ipcache", "pal_ct_tcp", "pal_ct_any", "pal_endpoints", "pal_frags",
-                 "pal_kafka_state", "pal_kafka_topic_ids")
+PRESSURE_MAPS = (
+    "pal_policy",
+    "pal_ipcache",
+    "pal_ct_tcp",
+    "pal_ct_any",
+    "pal_endpoints",
+    "pal_frags",
+    "pal_kafka_state",
+    "pal_kafka_topic_ids",
+)
 
 TC_HANDLE = 0x50A1  # "PAL1": our filter's handle / priority on the pods' veths
 TC_PRIORITY = 1
@@ -76,7 +84,9 @@ class Datapath:
         os.makedirs(self.root, mode=0o700, exist_ok=True)
         os.makedirs(self.links_dir, mode=0o700, exist_ok=True)
         sizes = self.map_sizes()
-        self.lxc = BpfObject.open(object_path("lxc", self.config.bpf_object_dir), pin_root=self.root, map_sizes=sizes)
+        self.lxc = BpfObject.open(
+            object_path("lxc", self.config.bpf_object_dir), pin_root=self.root, map_sizes=sizes
+        )
         self.lxc.load()
         self.kafka = BpfObject.open(
             object_path("kafka", self.config.bpf_object_dir), pin_root=self.root, map_sizes=sizes
@@ -136,7 +146,12 @@ class Datapath:
         assert self.lxc is not None
         for prog, direction in (("pal_from_container", "ingress"), ("pal_to_container", "egress")):
             tc_attach(
-                self.lxc.program(prog), ifindex, direction, handle=TC_HANDLE, priority=TC_PRIORITY, replace=True
+                self.lxc.program(prog),
+                ifindex,
+                direction,
+                handle=TC_HANDLE,
+                priority=TC_PRIORITY,
+                replace=True,
             )
 
     def detach_endpoint(self, ifindex: int) -> None:

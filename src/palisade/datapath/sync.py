@@ -169,7 +169,9 @@ class PolicySync:
             problems.extend(self._apply_endpoint(st, ed, flags_of(ep_id)))
         return problems
 
-    def _apply_endpoint(self, st: EndpointState, ed: EndpointDelta, flags: dict[Direction, Flags]) -> list[str]:
+    def _apply_endpoint(
+        self, st: EndpointState, ed: EndpointDelta, flags: dict[Direction, Flags]
+    ) -> list[str]:
         problems: list[str] = []
         writes: list[EncodedEntry] = []
         deletes: list[tuple[bytes, bool]] = []
@@ -265,7 +267,9 @@ class PolicySync:
         st.rev += 1
         self._write_endpoint(st)
 
-    def resync(self, desired: Mapping[int, MapState], flags_of: Callable[[int], dict[Direction, Flags]]) -> list[str]:
+    def resync(
+        self, desired: Mapping[int, MapState], flags_of: Callable[[int], dict[Direction, Flags]]
+    ) -> list[str]:
         """After a restart: make the pinned policy map equal to the desired state, touching only differences.
         Entries of endpoints we do not know are removed (after the known ones are in place)."""
         m = self.maps["pal_policy"]
@@ -287,7 +291,9 @@ class PolicySync:
         self._delete_keys(a + d)
         return problems
 
-    def _apply_endpoint_full(self, st: EndpointState, ed: EndpointDelta, flags: dict[Direction, Flags]) -> list[str]:
+    def _apply_endpoint_full(
+        self, st: EndpointState, ed: EndpointDelta, flags: dict[Direction, Flags]
+    ) -> list[str]:
         before = dict(st.entries)  # what the kernel holds for this endpoint
         problems = self._apply_endpoint(st, ed, flags)
         wanted = set(st.entry_keys.values())
@@ -297,7 +303,9 @@ class PolicySync:
         for kb, _ in stale:
             st.entries.pop(kb, None)
         st.l7_ingress = sum(
-            1 for kb, vb in st.entries.items() if _is_l7(vb) and abi.pal_policy_key.from_buffer_copy(kb).egress == 0
+            1
+            for kb, vb in st.entries.items()
+            if _is_l7(vb) and abi.pal_policy_key.from_buffer_copy(kb).egress == 0
         )
         self._write_endpoint(st)
         return problems

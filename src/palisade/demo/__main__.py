@@ -84,8 +84,14 @@ class Demo:
         if text:
             console.print(text)
 
-    def run(self, *args: str, show: bool = True, check: bool = True, timeout: float = 120,
-            display: str | None = None) -> subprocess.CompletedProcess[str]:
+    def run(
+        self,
+        *args: str,
+        show: bool = True,
+        check: bool = True,
+        timeout: float = 120,
+        display: str | None = None,
+    ) -> subprocess.CompletedProcess[str]:
         """Run `palisade ARGS` (shown as the user would type it)."""
         if show:
             console.print(f"[bold green]$[/] {display or 'palisade ' + shlex.join(args)}")
@@ -96,7 +102,9 @@ class Demo:
             if out:
                 console.print(out, markup=False)
         if check and r.returncode != 0:
-            raise DemoFailure(f"`palisade {shlex.join(args)}` failed ({r.returncode}): {r.stderr.strip()[-500:]}")
+            raise DemoFailure(
+                f"`palisade {shlex.join(args)}` failed ({r.returncode}): {r.stderr.strip()[-500:]}"
+            )
         return r
 
     def expect(self, ok: bool, what: str) -> None:
@@ -106,7 +114,9 @@ class Demo:
             console.print(f"  [red]✘ {what}[/]")
             self.failures.append(what)
 
-    def kafka(self, pod: str, action: str, topic: str, timeout: float, client: str | None = None) -> tuple[bool, str]:
+    def kafka(
+        self, pod: str, action: str, topic: str, timeout: float, client: str | None = None
+    ) -> tuple[bool, str]:
         cl = client or self.client
         shown = {
             "kcat": {"produce": f"kcat -b kafka.kafka:9092 -t {topic} -P -l <<< 'test-message'",
@@ -192,7 +202,12 @@ class Demo:
     def section1(self) -> None:
         self.section("2. Section 1: L7 Kafka policy, enforced in the kernel")
         text = (EXAMPLES / "kafka-l7-policy.yaml").read_text()
-        console.print(Panel(Syntax(text, "yaml", theme="ansi_dark"), title="kafka-l7-policy.yaml (as the article wrote it)"))
+        console.print(
+            Panel(
+                Syntax(text, "yaml", theme="ansi_dark"),
+                title="kafka-l7-policy.yaml (as the article wrote it)",
+            )
+        )
         console.print(
             "The file is namespaced in tenant-alpha but selects app=kafka, and the brokers live in namespace kafka\n"
             "(the article's own Hubble output says so). A namespaced policy only selects pods of its namespace\n"
@@ -200,7 +215,10 @@ class Demo:
         )
         r = self.run("apply", "-f", str(EXAMPLES / "kafka-l7-policy.yaml"), "-n", "kafka",
                      display="palisade apply -f kafka-l7-policy.yaml -n kafka")  # fmt: skip
-        self.expect("role and apiKey both set" in r.stderr, "the role+apiKey combination is read deliberately (warning shown)")
+        self.expect(
+            "role and apiKey both set" in r.stderr,
+            "the role+apiKey combination is read deliberately (warning shown)",
+        )
         ok, _ = self.kafka("ingestion-service", "produce", "alpha-telemetry", 20)
         self.expect(ok, "ingestion-service can produce to alpha-telemetry")
         console.print("[dim]# This should FAIL (timeout), as the article says:[/]")
@@ -224,7 +242,9 @@ class Demo:
         show = forbidden[-1] if forbidden else (l7[-1] if l7 else None)
         if show:
             console.print(Syntax(json.dumps(show, indent=2), "json", theme="ansi_dark"))
-        self.expect(bool(forbidden), "a DROPPED L7 flow names topic forbidden-topic with the parsed Kafka fields")
+        self.expect(
+            bool(forbidden), "a DROPPED L7 flow names topic forbidden-topic with the parsed Kafka fields"
+        )
         if forbidden:
             f = forbidden[-1]["flow"]
             self.expect(f["drop_reason_desc"] == "POLICY_DENIED" and f["policy_match_type"] == "L7"
@@ -237,8 +257,18 @@ class Demo:
     def section2(self) -> None:
         self.section("3. Section 2: runtime security with a Tetragon TracingPolicy")
         text = (EXAMPLES / "detect-curl-exec.yaml").read_text()
-        console.print(Panel(Syntax(text, "yaml", theme="ansi_dark"), title="detect-curl-exec.yaml (as the article wrote it)"))
-        r = self.run("apply", "-f", str(EXAMPLES / "detect-curl-exec.yaml"), display="palisade apply -f detect-curl-exec.yaml")
+        console.print(
+            Panel(
+                Syntax(text, "yaml", theme="ansi_dark"),
+                title="detect-curl-exec.yaml (as the article wrote it)",
+            )
+        )
+        r = self.run(
+            "apply",
+            "-f",
+            str(EXAMPLES / "detect-curl-exec.yaml"),
+            display="palisade apply -f detect-curl-exec.yaml",
+        )
         events = self.tmp / "events.txt"
         console.print("[bold green]$[/] palisade getevents -o compact &")
         with open(events, "w") as out:
@@ -247,7 +277,9 @@ class Demo:
             try:
                 time.sleep(1.0)
                 url = f"http://{self.processing_ip}:8080/"
-                console.print(f"[bold green]$[/] palisade pod exec ingestion-service -n tenant-alpha -- bash -c '/usr/bin/curl -s -o /dev/null {url}'")
+                console.print(
+                    f"[bold green]$[/] palisade pod exec ingestion-service -n tenant-alpha -- bash -c '/usr/bin/curl -s -o /dev/null {url}'"
+                )
                 subprocess.run([PY, "-m", "palisade", "pod", "exec", "ingestion-service", "-n", "tenant-alpha", "--",
                                 "bash", "-c", f"/usr/bin/curl -s -o /dev/null -m 3 {url}"], env=self.env, timeout=30)  # fmt: skip
                 deadline = time.monotonic() + 5
@@ -311,7 +343,9 @@ class Demo:
             self.cleanup()
         console.print()
         if self.failures:
-            console.print(f"[bold red]The demo did not go as the article says ({len(self.failures)} problem(s)):[/]")
+            console.print(
+                f"[bold red]The demo did not go as the article says ({len(self.failures)} problem(s)):[/]"
+            )
             for f in self.failures:
                 console.print(f"  - {f}", markup=False)
             return 1
@@ -332,4 +366,3 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
-
