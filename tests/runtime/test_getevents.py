@@ -212,8 +212,8 @@ def test_cli_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert "no such file" in capsys.readouterr().err
     assert main(["getevents", "--input", "-", "-e", "PROCESS_NOPE"]) == 1
     assert "invalid event type 'PROCESS_NOPE'" in capsys.readouterr().err
-    assert main(["tracingpolicy", "list"]) == 1
-    assert "needs the agent" in capsys.readouterr().err
+    assert main(["tracingpolicy", "list", "--socket", str(tmp_path / "no-agent.sock")]) == 1
+    assert "agent is not running" in capsys.readouterr().err
 
 
 def test_tracingpolicy_list_rendering() -> None:
