@@ -260,7 +260,7 @@ class _Index:
             if not s:
                 continue
             for obj in s:
-                if all(p in lookups for p in where[obj]):
+                if lookups.issuperset(where[obj]):
                     (exact if obj in exact_set else maybe).append(obj)
         return exact, maybe
 
