@@ -106,42 +106,49 @@ def _interrupted(signum: int, frame: Any) -> None:
 
 
 def policy_change(env: Any, reps: int) -> list[dict[str, Any]]:
-    """One-rule apply (client may reach the probe port) and its delete, at the current (largest) policy."""
+    """One-rule apply (the client may reach the probe port) and its delete, at the current (largest) policy,
+    through the CLI (what a user waits for) and as one gRPC call (the agent's share). A probe in the client pod
+    opens a new connection every ~1-2 ms: the change took effect between its last refused and its first
+    allowed connection (negative: before the command returned)."""
     text = dm.as_yaml(dm.probe_policy())
     out = []
     for i in range(reps):
-        if env.reachable(dm.PROBE_PORT):
-            raise RuntimeError("the probe port is reachable before the change")
-        p = env.start_probe("open", timeout_ms=2)
-        t0 = time.monotonic_ns()
-        res = env.apply_text(text, f"probe-{i}")
-        pr = env.finish_probe(p)
-        rec: dict[str, Any] = {
-            "datapath_ms": res["datapath_ms"],
-            "entries_changed": res["entries_changed"],
-            "apply_cli_ms": res["cli_s"] * 1000,
-            # the change took effect between the last failed and the first successful new connection
-            "open_last_fail_ms": (pr["last_other_ns"] - res["returned_ns"]) / 1e6
-            if pr["last_other_ns"]
-            else None,
-            "open_first_ok_ms": (pr["first_attempt_start_ns"] - res["returned_ns"]) / 1e6,
-            "open_from_cli_start_ms": (pr["first_ns"] - t0) / 1e6,
-        }
-        p = env.start_probe("closed", timeout_ms=20)
-        t0 = time.monotonic_ns()
-        rec["delete_cli_ms"] = env.delete_text(text, f"probe-{i}") * 1000
-        t_ret = time.monotonic_ns()
-        pr = env.finish_probe(p)
-        rec["closed_first_fail_ms"] = (pr["first_attempt_start_ns"] - t_ret) / 1e6
-        rec["closed_from_cli_start_ms"] = (pr["first_attempt_start_ns"] - t0) / 1e6
-        if pr["first_attempt_start_ns"] < t0:
-            raise RuntimeError("the probe saw the port closed before the delete was issued (slow handshake?)")
-        out.append(rec)
-        log(
-            f"  one-rule change: apply datapath {rec['datapath_ms']:.1f} ms, CLI {rec['apply_cli_ms']:.0f} ms, "
-            f"open from {rec['open_last_fail_ms'] or float('nan'):.1f} to {rec['open_first_ok_ms']:.1f} ms after "
-            f"return; delete CLI {rec['delete_cli_ms']:.0f} ms, closed {rec['closed_first_fail_ms']:.1f} ms after return"
-        )
+        for via in ("cli", "rpc"):
+            if env.reachable(dm.PROBE_PORT):
+                raise RuntimeError("the probe port is reachable before the change")
+            p = env.start_probe("open", timeout_ms=2)
+            t0 = time.monotonic_ns()
+            res = env.apply_text(text, f"probe-{i}") if via == "cli" else env.apply_rpc(text, f"probe-{i}")
+            pr = env.finish_probe(p)
+            rec: dict[str, Any] = {
+                "via": via,
+                "datapath_ms": res["datapath_ms"],
+                "entries_changed": res["entries_changed"],
+                "apply_ms": (res["cli_s"] if via == "cli" else res["rpc_s"]) * 1000,
+                "open_last_fail_ms": (pr["last_other_ns"] - res["returned_ns"]) / 1e6
+                if pr["last_other_ns"]
+                else None,
+                "open_first_ok_ms": (pr["first_attempt_start_ns"] - res["returned_ns"]) / 1e6,
+                "open_from_start_ms": (pr["first_ns"] - t0) / 1e6,
+            }
+            p = env.start_probe("closed", timeout_ms=20)
+            t0 = time.monotonic_ns()
+            secs = env.delete_text(text, f"probe-{i}") if via == "cli" else env.delete_rpc(text, f"probe-{i}")
+            t_ret = time.monotonic_ns()
+            pr = env.finish_probe(p)
+            rec["delete_ms"] = secs * 1000
+            rec["closed_first_fail_ms"] = (pr["first_attempt_start_ns"] - t_ret) / 1e6
+            rec["closed_from_start_ms"] = (pr["first_attempt_start_ns"] - t0) / 1e6
+            if pr["first_attempt_start_ns"] < t0:
+                raise RuntimeError(
+                    "the probe saw the port closed before the delete was issued (slow handshake?)"
+                )
+            out.append(rec)
+            log(
+                f"  one-rule change via {via}: apply {rec['apply_ms']:.0f} ms (datapath {rec['datapath_ms']:.1f} ms), "
+                f"open between {rec['open_last_fail_ms'] or float('nan'):.1f} and {rec['open_first_ok_ms']:.1f} ms "
+                f"after return; delete {rec['delete_ms']:.0f} ms, closed {rec['closed_first_fail_ms']:.1f} ms after return"
+            )
     return out
 
 
@@ -157,6 +164,8 @@ def run_pods(args: argparse.Namespace) -> dict[str, Any]:
         env.start()
         out["pods"] = {"server": env.server_ip, "client": env.client_ip, "agent_prefix": env.agent.prefix,
                        "bpf_root": env.agent.bpf_root}  # fmt: skip
+        out["bench_pid"] = os.getpid()
+        out["iptables_tag"] = env.iptables_tag
         plans = {n: dm.fill_plan(n) for n in sizes}
         backends = backends_available(args.iptables)
         out["iptables"] = {}
@@ -170,6 +179,8 @@ def run_pods(args: argparse.Namespace) -> dict[str, Any]:
             out["iptables"][base] = {str(n): {"rules": r, "load_s": s} for n, (r, s) in loaded.items()}
         configs: list[tuple[str, str, int]] = [("a", "a", 0)]
         configs += [(f"b{size_label(n)}", "b", n) for n in sizes]
+        if args.paused_agent:
+            configs.append((f"b{size_label(max(sizes))}-paused", "b-paused", max(sizes)))
         configs += [(f"{b.replace('-', '')}{size_label(n)}", b, n) for b in backends for n in sizes]
         out["configs"] = [c[0] for c in configs]
         # every configuration is what it claims: the probe port is open without policy only, the workload
@@ -179,6 +190,8 @@ def run_pods(args: argparse.Namespace) -> dict[str, Any]:
             env.set_config(name, kind, n)
             probe_open, rr_open = env.reachable(dm.PROBE_PORT), env.reachable(dm.RR_PORT)
             checks[name] = {"probe_port_open": probe_open, "workload_port_open": rr_open}
+            if kind == "b-paused":
+                env.pause_agent(False)  # next set_config would resume it anyway; the checks ran while paused
             if probe_open != (kind == "a") or not rr_open:
                 raise RuntimeError(f"configuration {name} does not enforce what it should: {checks[name]}")
         out["checks"] = checks
@@ -277,16 +290,22 @@ def report(res: dict[str, Any]) -> str:
         lines.append(f"crr: {conns} connections, {reused} with a 4-tuple seen in the previous 12 s")
         pc = pods.get("policy_change", [])
         if pc:
+            lines += [
+                "",
+                f"Policy change at {max(pods['sizes'])} entries ({len(pc) // 2} times each way, medians, ms):",
+            ]
+            for via in ("cli", "rpc"):
+                rs = [r for r in pc if r["via"] == via]
 
-            def med(k: str) -> str:
-                vals = [r[k] for r in pc if r.get(k) is not None]
-                return f"{statistics.median(vals):.1f}" if vals else "-"
+                def med(k: str, rs: list[dict[str, Any]] = rs) -> str:
+                    vals = [r[k] for r in rs if r.get(k) is not None]
+                    return f"{statistics.median(vals):.1f}" if vals else "-"
 
-            lines += ["", f"Policy change at {max(pods['sizes'])} entries ({len(pc)} times, medians, ms):",
-                      f"apply datapath_ms {med('datapath_ms')}, apply CLI {med('apply_cli_ms')}, "
-                      f"first new connection allowed {med('open_first_ok_ms')} after the CLI returned "
-                      f"(last refused {med('open_last_fail_ms')}); delete CLI {med('delete_cli_ms')}, first refused "
-                      f"{med('closed_first_fail_ms')} after return."]  # fmt: skip
+                lines.append(
+                    f"- via {via}: apply {med('apply_ms')} (datapath_ms {med('datapath_ms')}); new connections allowed "
+                    f"from between {med('open_last_fail_ms')} and {med('open_first_ok_ms')} after it returned; "
+                    f"delete {med('delete_ms')}, new connections refused {med('closed_first_fail_ms')} after it returned"
+                )
         for base, secs in pods.get("iptables_change_s", {}).items():
             lines.append(f"iptables-{base} one rule in the {max(pods['sizes'])}-rule chain: median "
                          f"{statistics.median(secs) * 1000:.0f} ms")  # fmt: skip
@@ -328,6 +347,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seconds", type=int, help="seconds per workload run")
     ap.add_argument("--iptables", help="nft,legacy,nft-ct,legacy-ct (default nft,legacy,nft-ct)")
     ap.add_argument("--change-reps", type=int)
+    ap.add_argument(
+        "--no-paused-agent",
+        dest="paused_agent",
+        action="store_false",
+        help="skip the diagnostic configuration b<largest>-paused (Palisade attached, agent SIGSTOPped)",
+    )
     ap.add_argument(
         "--testrun-sizes", help="pal_policy entries for BPF_PROG_TEST_RUN (default 0,1000,10000,50000)"
     )

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -24,7 +25,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
 from helpers.agent import PY, TestAgent  # noqa: E402
-from palisade.bpf import tc_attach, tc_detach, tc_query  # noqa: E402
+from palisade.bpf import _libbpf, tc_attach, tc_detach, tc_query  # noqa: E402
 from palisade.bpf.maps import Map  # noqa: E402
 from palisade.bpf.object import Program  # noqa: E402
 from palisade.datapath.loader import TC_HANDLE, TC_PRIORITY  # noqa: E402
@@ -32,6 +33,11 @@ from palisade.datapath.loader import TC_HANDLE, TC_PRIORITY  # noqa: E402
 TOOL_SRC = REPO / "bench" / "tools" / "palrr.c"
 TOOL = REPO / "build" / "bench" / "palrr"
 DIRECTIONS = ("ingress", "egress")
+# What `palisade pod exec` does after asking the agent where the pod is: join its netns and cgroup, exec.
+# Used directly so a client run costs the agent nothing (and works while the agent is paused).
+LAUNCH = (
+    "import sys; from palisade.pods.process import exec_in; exec_in(sys.argv[1], sys.argv[2], sys.argv[3:])"
+)
 Log = Callable[[str], None]
 
 
@@ -72,21 +78,19 @@ class TcToggle:
                 self.progs[(ifx, d)] = Program.from_id(pid)
 
     def attached(self) -> dict[tuple[int, str], bool]:
-        return {
-            (ifx, d): tc_query(ifx, d, handle=TC_HANDLE, priority=TC_PRIORITY) == prog.id  # type: ignore[arg-type]
-            for (ifx, d), prog in self.progs.items()
-        }
+        with _libbpf.capture():  # "cannot find filter" is the answer we expect when detached
+            return {
+                (ifx, d): tc_query(ifx, d, handle=TC_HANDLE, priority=TC_PRIORITY) == prog.id  # type: ignore[arg-type]
+                for (ifx, d), prog in self.progs.items()
+            }
 
     def set(self, on: bool) -> None:
         for (ifx, d), prog in self.progs.items():
             if on:
                 tc_attach(prog, ifx, d, handle=TC_HANDLE, priority=TC_PRIORITY, replace=True)  # type: ignore[arg-type]
             else:
-                try:
+                with _libbpf.capture():
                     tc_detach(ifx, d, handle=TC_HANDLE, priority=TC_PRIORITY)  # type: ignore[arg-type]
-                except Exception:
-                    if tc_query(ifx, d, handle=TC_HANDLE, priority=TC_PRIORITY) is not None:  # type: ignore[arg-type]
-                        raise
         state = self.attached()
         if any(v != on for v in state.values()):
             raise RuntimeError(f"tc filters not {'attached' if on else 'detached'}: {state}")
@@ -249,6 +253,8 @@ class PodBench:
         self.iptables: dict[str, Iptables] = {}
         self.policy_size = 0
         self.applies: list[dict[str, Any]] = []
+        self.paused = False
+        self.iptables_tag = f"{os.getpid() % 100000}"  # chain names: PALB<tag>L<n> / PALB<tag>C<n>
 
     # ---- setup ----
 
@@ -283,7 +289,7 @@ class PodBench:
         return str(self.client["ip"])
 
     def add_iptables(self, backend: str, plans: dict[int, dm.FillPlan]) -> dict[int, tuple[int, float]]:
-        ipt = Iptables(backend, self.client_ip, self.server_ip, f"{os.getpid() % 100000}")
+        ipt = Iptables(backend, self.client_ip, self.server_ip, self.iptables_tag)
         self.iptables[backend] = ipt
         return ipt.install(plans)
 
@@ -301,6 +307,39 @@ class PodBench:
         res["cli_s"] = wall
         res["returned_ns"] = time.monotonic_ns()
         return res
+
+    def apply_rpc(self, text: str, name: str) -> dict[str, Any]:
+        """The same apply as one gRPC call from this process (no CLI start-up)."""
+        from palisade.agent.rpc import AgentClient
+
+        with AgentClient(self.agent.socket, timeout=600) as c:
+            t0 = time.perf_counter()
+            res: dict[str, Any] = c.call("apply", docs=[{"source": name, "text": text}], namespace=None)
+            res["rpc_s"] = time.perf_counter() - t0
+            res["returned_ns"] = time.monotonic_ns()
+        return res
+
+    def delete_rpc(self, text: str, name: str) -> float:
+        from palisade.agent.rpc import AgentClient
+
+        with AgentClient(self.agent.socket, timeout=600) as c:
+            t0 = time.perf_counter()
+            c.call("delete", docs=[{"source": name, "text": text}], namespace=None)
+            return time.perf_counter() - t0
+
+    def pause_agent(self, paused: bool) -> None:
+        """SIGSTOP / SIGCONT our agent: the datapath keeps enforcing from the pinned maps, nobody reads the
+        ring buffer (events beyond its 8 MiB are dropped and counted). After resuming, wait until the agent
+        has worked off the backlog."""
+        os.kill(self.pid, signal.SIGSTOP if paused else signal.SIGCONT)
+        self.paused = paused
+        if not paused:
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline:
+                c0 = proc_cpu_s(self.pid)
+                time.sleep(0.5)
+                if proc_cpu_s(self.pid) - c0 < 0.05:
+                    break
 
     def delete_text(self, text: str, name: str) -> float:
         path = self.agent.tmp / f"{name}-del.yaml"
@@ -338,15 +377,20 @@ class PodBench:
     # ---- configurations ----
 
     def set_config(self, name: str, kind: str, size: int) -> None:
-        """kind: a (no filters) | b (Palisade, size entries) | nft | legacy | nft-ct | legacy-ct."""
+        """kind: a (no filters) | b (Palisade, size entries) | b-paused (the same, agent stopped) | nft | legacy
+        | nft-ct | legacy-ct."""
         assert self.tc is not None
+        if self.paused:
+            self.pause_agent(False)
         for ipt in self.iptables.values():
             ipt.unjump()
             for ch in [c for c in ipt.chains if c.startswith(f"PALB{ipt.tag}C")]:
                 ipt.drop_chain(ch)
-        if kind == "b":
+        if kind in ("b", "b-paused"):
             self.set_policy(size)
             self.tc.set(True)
+            if kind == "b-paused":
+                self.pause_agent(True)
             return
         self.tc.set(False)
         if kind == "a":
@@ -360,8 +404,13 @@ class PodBench:
 
     # ---- workloads ----
 
+    def client_argv(self, *argv: str) -> list[str]:
+        return [PY, "-c", LAUNCH, str(self.client["netns_path"]), str(self.client["cgroup_path"]), *argv]
+
     def exec_client(self, *argv: str, timeout: float) -> str:
-        r = self.agent.exec(dm.NAMESPACE, "client", *argv, timeout=timeout)
+        r = subprocess.run(
+            self.client_argv(*argv), capture_output=True, text=True, timeout=timeout, env=self.agent.env
+        )
         if r.returncode != 0:
             raise RuntimeError(
                 f"{' '.join(argv)} in the client pod: exit {r.returncode}: {r.stdout[-400:]} {r.stderr[-400:]}"
@@ -397,21 +446,22 @@ class PodBench:
         return float(res["rate"]), {
             "reused": res["tuples_reused_within_12s"],
             "connections": res["connections"],
+            "ports_busy": res["source_ports_busy"],
         }
 
     def reachable(self, port: int) -> bool:
         """One new connection to the server's port (100 ms for the SYN-ACK): open or dropped."""
-        r = self.agent.exec(
-            dm.NAMESPACE, "client", self.tool, "probe", self.server_ip, str(port), "open", "1", "100"
-        )
+        argv = self.client_argv(self.tool, "probe", self.server_ip, str(port), "open", "1", "100")
+        r = subprocess.run(argv, capture_output=True, text=True, timeout=30, env=self.agent.env)
+        if r.returncode not in (0, 1) or "refused" in r.stderr:
+            raise RuntimeError(f"probe of port {port}: {r.stderr.strip()}")
         return r.returncode == 0
 
     # ---- policy change latency ----
 
     def start_probe(self, want: str, timeout_ms: int, secs: int = 20) -> subprocess.Popen[str]:
         p = subprocess.Popen(
-            [PY, "-m", "palisade", "pod", "exec", "client", "-n", dm.NAMESPACE, "--", self.tool, "probe",
-             self.server_ip, str(dm.PROBE_PORT), want, str(secs), str(timeout_ms), "1"],
+            self.client_argv(self.tool, "probe", self.server_ip, str(dm.PROBE_PORT), want, str(secs), str(timeout_ms), "1"),
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=self.agent.env,
         )  # fmt: skip
         assert p.stdout is not None
@@ -438,6 +488,11 @@ class PodBench:
 
     def close(self) -> list[str]:
         problems: list[str] = []
+        if self.paused:
+            try:
+                self.pause_agent(False)
+            except Exception as exc:
+                problems.append(f"resume agent: {exc}")
         for ipt in self.iptables.values():
             problems += ipt.close()
         if self.tc is not None:

@@ -79,22 +79,20 @@ def _port_specs(count: int) -> list[str]:
 
 
 def fill_plan(entries: int, ports_per_peer: int = 200) -> FillPlan:
-    """Split ``entries`` into peers x ports: each peer identity is allowed on the same ``ports_per_peer`` TCP
-    ports (some of them aligned port ranges), so the client's lookup walks a subtree as deep as every other
-    peer's."""
+    """Split ``entries`` into peers x ports: each peer identity is allowed on the same ports (at least
+    ``ports_per_peer``, some of them aligned port ranges; a few CIDR peers get one more for an exact total),
+    so the client's lookup walks a subtree as deep as every other peer's."""
     if ports_per_peer < len(REQUIRED_PORTS):
         raise BenchError(f"ports_per_peer: at least {len(REQUIRED_PORTS)} (the workload ports)")
     if entries < len(REQUIRED_PORTS):
         raise BenchError(
             f"entries: at least {len(REQUIRED_PORTS)} needed (the workload ports), got {entries}"
         )
-    p = min(ports_per_peer, entries)
-    peers = entries // p
-    extra = entries - peers * p
+    peers = max(1, entries // ports_per_peer)
+    p = entries // peers  # >= ports_per_peer
+    extra = entries - peers * p  # < peers: one more port for that many CIDR peers
     specs = _port_specs(p + (1 if extra else 0))
-    if extra and extra > peers - 1:
-        raise BenchError(f"entries: {entries} cannot be split into peers x {p} ports")
-    if peers - 1 > PEER_NET.num_addresses:
+    if peers - 1 > PEER_NET.num_addresses - 2:
         raise BenchError(f"entries: {entries} needs more CIDR peers than {PEER_NET} holds")
     return FillPlan(entries, tuple(specs[:p]), specs[p] if extra else None, peers - 1, extra)
 

@@ -8,9 +8,10 @@
  *   palrr rr HOST PORT SECONDS [SIZE]
  *       one connection, sequential SIZE-byte request / SIZE-byte response; JSON on stdout.
  *   palrr crr HOST LO-HI SECONDS
- *       connect / send 1 byte / receive 1 byte / close, sequentially, destination port rotating over LO..HI so
- *       no 4-tuple repeats within the datapath's conntrack close lifetime; counts tuples that did repeat
- *       within 12 s (each of those could have been a conntrack hit instead of a policy decision).
+ *       connect / send 1 byte / receive 1 byte / close, sequentially; destination port rotating over LO..HI and
+ *       source port (bound explicitly) stepping through 10000-65535, so no 4-tuple repeats within the
+ *       datapath's conntrack lifetimes; counts tuples that did repeat within 12 s (each of those could have
+ *       been a conntrack hit instead of a policy decision). The server closes first (its TIME_WAIT).
  *   palrr probe HOST PORT WANT SECONDS [TIMEOUT_MS [INTERVAL_MS]]
  *       WANT open|closed: new connection attempts (each one a new flow: a new source port), at most one every
  *       INTERVAL_MS (default 1), each waiting TIMEOUT_MS (default 2) for the handshake, until an attempt has the
@@ -35,6 +36,8 @@
 
 #define MAX_LISTEN 1024
 #define REUSE_WINDOW_MS 12000u
+#define SPORT_LO 10000
+#define SPORT_HI 65535
 
 static uint64_t now_ns(void)
 {
@@ -294,8 +297,8 @@ static int cmd_crr(int argc, char **argv)
 	if (!seen)
 		die("calloc");
 	uint64_t start = now_ns(), end = start + (uint64_t)(secs * 1e9), t = start;
-	uint64_t n = 0, errors = 0, reused = 0;
-	int idx = 0;
+	uint64_t n = 0, errors = 0, reused = 0, busy = 0;
+	int idx = 0, sport = SPORT_LO;
 	char b = 'x';
 	while (t < end) {
 		a.sin_port = htons((uint16_t)(lo + idx));
@@ -303,10 +306,26 @@ static int cmd_crr(int argc, char **argv)
 		if (fd < 0)
 			die("socket");
 		nodelay(fd);
+		/* Source ports chosen here, in order, so a 4-tuple comes back only after nports x 55536
+		 * connections (the kernel's choice is randomized and may repeat one within seconds). */
+		struct sockaddr_in me = {.sin_family = AF_INET, .sin_port = htons((uint16_t)sport)};
+		int one = 1;
+		setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+		if (idx == nports - 1)
+			sport = sport == SPORT_HI ? SPORT_LO : sport + 1;
+		if (bind(fd, (struct sockaddr *)&me, sizeof(me)) < 0) {
+			if (errno != EADDRINUSE)
+				die("bind");
+			busy++;
+			close(fd);
+			idx = (idx + 1) % nports;
+			continue;
+		}
 		struct timeval tv = {.tv_sec = 2};
 		setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+		/* request, response, then the server's FIN: the server closes first (TIME_WAIT stays there) */
 		if (connect(fd, (struct sockaddr *)&a, sizeof(a)) < 0 || write_full(fd, &b, 1) < 0 ||
-		    read_full(fd, &b, 1) < 0) {
+		    read_full(fd, &b, 1) < 0 || read(fd, &b, 1) != 0) {
 			errors++;
 			close(fd);
 			t = now_ns();
@@ -314,7 +333,6 @@ static int cmd_crr(int argc, char **argv)
 				die("too many failed connections");
 			continue;
 		}
-		struct sockaddr_in me;
 		socklen_t ml = sizeof(me);
 		if (getsockname(fd, (struct sockaddr *)&me, &ml) == 0) {
 			uint32_t ms = (uint32_t)((now_ns() - start) / 1000000u) + 1;
@@ -330,9 +348,9 @@ static int cmd_crr(int argc, char **argv)
 	}
 	double el = (double)(t - start) / 1e9;
 	printf("{\"mode\": \"crr\", \"connections\": %llu, \"seconds\": %.6f, \"rate\": %.1f, \"errors\": %llu, "
-	       "\"ports\": %d, \"tuples_reused_within_12s\": %llu}\n",
+	       "\"ports\": %d, \"tuples_reused_within_12s\": %llu, \"source_ports_busy\": %llu}\n",
 	       (unsigned long long)n, el, (double)n / el, (unsigned long long)errors, nports,
-	       (unsigned long long)reused);
+	       (unsigned long long)reused, (unsigned long long)busy);
 	return 0;
 }
 
