@@ -84,6 +84,11 @@ class LabelSet:
     def labels(self) -> tuple[Label, ...]:
         return self._labels
 
+    @property
+    def by_key(self) -> Mapping[str, list[Label]]:
+        """The labels grouped by key (any source); do not modify."""
+        return self._by_key
+
     def __iter__(self) -> Iterator[Label]:
         return iter(self._labels)
 
