@@ -24,12 +24,9 @@ struct kio {
 	__u32 off;
 	__u32 len;
 	__u32 frame_start; /* where the current frame's bytes start in this segment */
-	__u32 drop_lo;
-	__u32 drop_hi;
-	__u8 ndrop;
-	__u8 disjoint;
+	__u32 out;         /* bytes kept so far, moved to the front of the segment: [0, out) */
 	__u8 poison;
-	__u8 pad;
+	__u8 pad[3];
 };
 
 struct kctx {
@@ -97,19 +94,26 @@ KFUNC int pal_kafka_event(struct pal_kafka_sock *st, __u32 verdict, __u32 reason
 	return 0;
 }
 
-/* Allowed requests are reported once per second per connection and api key/version (plus every change):
- * a busy producer does not flood userspace; the number suppressed is kept per connection. */
+/* Allowed requests are reported at most once per second per connection and api key (so at most once per
+ * key and version): a busy producer does not flood userspace; the number suppressed is kept per connection.
+ * Denied requests are always reported. */
 static __always_inline void kafka_allowed_event(struct pal_kafka_sock *st)
 {
 	__u32 now = pal_now_s();
-	if (st->last_event_s == now && st->last_event_key == st->api_key &&
-	    st->last_event_version == st->api_version) {
-		st->suppressed++;
-		return;
+	__u32 k = (__u32)(__u16)st->api_key;
+	if (st->last_event_s != now) {
+		st->last_event_s = now;
+		st->event_keys[0] = 0;
+		st->event_keys[1] = 0;
 	}
-	st->last_event_s = now;
-	st->last_event_key = st->api_key;
-	st->last_event_version = st->api_version;
+	if (k < 128) {
+		__u64 bit = 1ULL << (k & 63);
+		if (st->event_keys[(k >> 6) & 1] & bit) {
+			st->suppressed++;
+			return;
+		}
+		st->event_keys[(k >> 6) & 1] |= bit;
+	}
 	pal_kafka_event(st, PAL_VERDICT_FORWARDED, 0);
 }
 
@@ -149,16 +153,62 @@ static __always_inline void kafka_allow_rest(struct pal_kafka_sock *st)
 	kafka_allowed_event(st);
 }
 
-static __always_inline void add_drop_range(struct kio *io, __u32 lo, __u32 hi)
+/* ---- keeping bytes: allowed (or undecided) bytes are moved down over dropped ones ---- */
+
+struct kmove {
+	struct __sk_buff *skb;
+	__u32 src;
+	__u32 dst;
+	__u32 len;
+	__u32 done;
+	__u32 err;
+};
+
+static long kafka_move_cb(__u32 index, void *ctx)
 {
-	if (hi <= lo)
-		return;
-	if (io->ndrop && lo != io->drop_hi)
-		io->disjoint = 1;
-	if (!io->ndrop)
-		io->drop_lo = lo;
-	io->drop_hi = hi;
-	io->ndrop++;
+	struct kmove *m = ctx;
+	__u32 zero = 0;
+	__u64 n;
+	__u8 *buf = bpf_map_lookup_elem(&pal_kafka_copybuf, &zero);
+
+	if (!buf || m->done >= m->len) {
+		m->err |= !buf;
+		return 1;
+	}
+	n = (__u64)m->len - m->done;
+	asm volatile("" : "+r"(n)); /* the compiler knows n >= 1 here, the verifier does not: keep the check */
+	if (n > PAL_KAFKA_COPY_CHUNK)
+		n = PAL_KAFKA_COPY_CHUNK;
+	if (n < 1)
+		return 1;
+	if (bpf_skb_load_bytes(m->skb, m->src + m->done, buf, n) ||
+	    bpf_skb_store_bytes(m->skb, m->dst + m->done, buf, n, 0)) {
+		m->err = 1;
+		return 1;
+	}
+	m->done += n;
+	return 0;
+}
+
+/* Keep bytes [from, to) of the segment: they go to [io->out, io->out + to - from), moved down when something
+ * before them was dropped (the source is always at or after the destination, copied front to back).
+ * 0 on success. */
+KFUNC int pal_kafka_keep(struct __sk_buff *skb, struct kio *io, __u32 from, __u32 to)
+{
+	if (!skb || !io)
+		return -1;
+	if (to <= from)
+		return 0;
+	if (from < io->out || to > io->len)
+		return -1;
+	if (from != io->out) {
+		struct kmove m = {.skb = skb, .src = from, .dst = io->out, .len = to - from};
+		bpf_loop((m.len + PAL_KAFKA_COPY_CHUNK - 1) / PAL_KAFKA_COPY_CHUNK, kafka_move_cb, &m, 0);
+		if (m.err || m.done != m.len)
+			return -1;
+	}
+	io->out += to - from;
+	return 0;
 }
 
 /* ---- the read machine ---- */
@@ -183,13 +233,31 @@ static __always_inline void rd_start(struct pal_kafka_sock *st, __u8 kind, __u32
 }
 
 /* Returns 1 when the pending read is complete, 0 when the segment is exhausted, 2 to call again,
- * -1 when malformed. */
+ * -1 when malformed. What the frame cannot hold is malformed before any byte of it is read, so a
+ * truncated request is denied in the segment that ends it, never delivered whole. */
 KFUNC int pal_kafka_read(struct __sk_buff *skb, struct pal_kafka_sock *st, struct kio *io)
 {
 	__u32 avail, n;
 
 	if (!st || !io)
 		return -1;
+	switch (st->rd) {
+	case RD_FIXED:
+		if (st->rd_need - (st->nbuf & 15) > st->frame_remaining)
+			return -1;
+		break;
+	case RD_UVARINT:
+		if (st->frame_remaining < 1)
+			return -1;
+		break;
+	case RD_SKIP:
+	case RD_NAME:
+		if (st->rd_need > st->frame_remaining)
+			return -1;
+		break;
+	default:
+		return -1;
+	}
 	if (io->off >= io->len)
 		return 0;
 	avail = io->len - io->off;
@@ -202,8 +270,6 @@ KFUNC int pal_kafka_read(struct __sk_buff *skb, struct pal_kafka_sock *st, struc
 		n = want < avail ? want : avail;
 		if (n == 0 || n > 16)
 			return -1;
-		if (n > st->frame_remaining)
-			return -1;
 		if (bpf_skb_load_bytes(skb, io->off, &st->buf[nb], n))
 			return -1;
 		consume(st, io, n);
@@ -212,17 +278,16 @@ KFUNC int pal_kafka_read(struct __sk_buff *skb, struct pal_kafka_sock *st, struc
 	}
 	case RD_UVARINT: {
 		__u8 b;
-		if (st->frame_remaining < 1)
-			return -1;
 		if (bpf_skb_load_bytes(skb, io->off, &b, 1))
 			return -1;
 		consume(st, io, 1);
-		if (st->shift >= 32)
+		/* at most 5 bytes and 32 bits (palisade.kafka.primitives.read_uvarint) */
+		if (st->shift >= 28 && (b & 0xf0))
 			return -1;
-		st->acc |= (__u32)(b & 0x7f) << st->shift;
+		st->acc |= (__u32)(b & 0x7f) << (st->shift & 31);
 		st->shift += 7;
 		if (b & 0x80)
-			return io->off >= io->len ? 0 : 2;
+			return 2; /* more to come: the next call checks the frame has it before the segment */
 		return 1;
 	}
 	case RD_SKIP: {
@@ -294,26 +359,32 @@ KFUNC int pal_kafka_resolve_id(struct pal_kafka_sock *st, __u32 stashed)
 	return 1;
 }
 
-/* A topic reference was read: a name in st->topic (or null: the stashed id), or an id in st->buf. */
+/* A topic reference was read. kind 2: a non-zero id in st->buf. kind 0: a name in st->topic, kind 1: a null
+ * name; after a name op, the id a STASH_ID op kept (Metadata v10+: TopicId, then a nullable Name) is checked
+ * too when it is not zero, like every other reference: a broker that is given both may use either. */
 static __always_inline void check_topic(struct pal_kafka_sock *st, struct kio *io, int kind)
 {
-	/* kind: 0 name, 1 null name, 2 id */
-	if (kind == 1) {
-		if (!st->has_stash) {
-			pal_kafka_deny(st, io, PAL_DROP_L7_PARSE);
-			return;
-		}
-		if (!pal_kafka_resolve_id(st, 1)) {
-			pal_kafka_deny(st, io, PAL_DROP_L7_UNKNOWN_TOPIC_ID);
-			return;
-		}
-	} else if (kind == 2) {
+	if (kind == 2) {
 		if (!pal_kafka_resolve_id(st, 0)) {
 			pal_kafka_deny(st, io, PAL_DROP_L7_UNKNOWN_TOPIC_ID);
 			return;
 		}
+		if (!pal_kafka_topic_allowed(st))
+			pal_kafka_deny(st, io, PAL_DROP_POLICY_DENIED);
+		return;
 	}
+	if (kind == 0 && !pal_kafka_topic_allowed(st)) {
+		st->has_stash = 0;
+		pal_kafka_deny(st, io, PAL_DROP_POLICY_DENIED);
+		return;
+	}
+	if (!st->has_stash)
+		return;
 	st->has_stash = 0;
+	if (!pal_kafka_resolve_id(st, 1)) {
+		pal_kafka_deny(st, io, PAL_DROP_L7_UNKNOWN_TOPIC_ID);
+		return;
+	}
 	if (!pal_kafka_topic_allowed(st))
 		pal_kafka_deny(st, io, PAL_DROP_POLICY_DENIED);
 }
@@ -422,7 +493,29 @@ KFUNC int pal_kafka_decide_header(struct pal_kafka_sock *st, struct kio *io)
 }
 
 /* ---- the layout walker: one op (or one op stage) per call. Returns 1 to continue, 0 when the segment
- * is exhausted. ---- */
+ * is exhausted. palisade.kafka.layout.walk is its Python twin: same ops, same checks, same order. ---- */
+
+/* A topic name's length was read (n: -1 null). */
+static __always_inline int kafka_topic_len(struct pal_kafka_sock *st, struct kio *io, __u32 pc, __s32 n)
+{
+	st->topic_len = 0;
+	if (n < 0) {
+		st->stage = 0;
+		st->pc = pc + 1;
+		check_topic(st, io, 1);
+		return 1;
+	}
+	if (n > PAL_KAFKA_TOPIC_MAX - 1) {
+		/* no rule names a topic this long: denied without reading it */
+		pal_kafka_deny(st, io, PAL_DROP_POLICY_DENIED);
+		return 1;
+	}
+	st->stage = 2;
+	rd_start(st, RD_NAME, n);
+	if (n == 0)
+		st->rd = RD_NONE;
+	return 1;
+}
 
 KFUNC int pal_kafka_walk(struct __sk_buff *skb, struct pal_kafka_sock *st, struct kio *io)
 {
@@ -452,11 +545,13 @@ KFUNC int pal_kafka_walk(struct __sk_buff *skb, struct pal_kafka_sock *st, struc
 	}
 	pc = st->pc;
 	if (pc >= l->nops || pc >= PAL_KAFKA_MAX_OPS) {
-		kafka_allow_rest(st);
+		/* every layout ends with END: running off its end means a broken layout (fail closed) */
+		pal_kafka_deny(st, io, PAL_DROP_L7_PARSE);
 		return 1;
 	}
 	struct pal_kafka_op op = l->ops[pc & (PAL_KAFKA_MAX_OPS - 1)];
 	__u8 stage = st->stage;
+	__u32 nullable = op.arg & PAL_KOP_F_NULLABLE;
 	__s32 n32;
 
 	switch (op.op) {
@@ -490,28 +585,12 @@ KFUNC int pal_kafka_walk(struct __sk_buff *skb, struct pal_kafka_sock *st, struc
 		}
 		if (stage == 1) {
 			n32 = w == 4 ? (__s32)be32(st->buf) : (__s32)(__s16)be16(st->buf);
-			if (n32 < -1) {
+			if (n32 < -1 || (n32 == -1 && !nullable)) {
 				pal_kafka_deny(st, io, PAL_DROP_L7_PARSE);
 				return 1;
 			}
-			if (op.op == PAL_KOP_TOPIC_STR16) {
-				st->topic_len = 0;
-				if (n32 < 0) {
-					st->stage = 0;
-					st->pc = pc + 1;
-					check_topic(st, io, 1);
-					return 1;
-				}
-				if (n32 > 255) {
-					pal_kafka_deny(st, io, PAL_DROP_POLICY_DENIED);
-					return 1;
-				}
-				st->stage = 2;
-				rd_start(st, RD_NAME, n32);
-				if (n32 == 0)
-					st->rd = RD_NONE;
-				return 1;
-			}
+			if (op.op == PAL_KOP_TOPIC_STR16)
+				return kafka_topic_len(st, io, pc, n32);
 			if (n32 <= 0)
 				break;
 			st->stage = 2;
@@ -535,25 +614,13 @@ KFUNC int pal_kafka_walk(struct __sk_buff *skb, struct pal_kafka_sock *st, struc
 			return 1;
 		}
 		if (stage == 1) {
-			__u32 v = st->acc;
-			if (op.op == PAL_KOP_TOPIC_CSTR) {
-				st->topic_len = 0;
-				if (v == 0) {
-					st->stage = 0;
-					st->pc = pc + 1;
-					check_topic(st, io, 1);
-					return 1;
-				}
-				if (v - 1 > 255) {
-					pal_kafka_deny(st, io, PAL_DROP_POLICY_DENIED);
-					return 1;
-				}
-				st->stage = 2;
-				rd_start(st, RD_NAME, v - 1);
-				if (v == 1)
-					st->rd = RD_NONE;
+			__u32 v = st->acc; /* length + 1, 0 = null */
+			if ((v == 0 && !nullable) || (op.op != PAL_KOP_SKIP_CBYTES && v > 0x8000)) {
+				pal_kafka_deny(st, io, PAL_DROP_L7_PARSE);
 				return 1;
 			}
+			if (op.op == PAL_KOP_TOPIC_CSTR)
+				return kafka_topic_len(st, io, pc, v == 0 ? -1 : (__s32)(v - 1));
 			if (v <= 1)
 				break;
 			st->stage = 2;
@@ -620,9 +687,13 @@ KFUNC int pal_kafka_walk(struct __sk_buff *skb, struct pal_kafka_sock *st, struc
 		if (stage == 1) {
 			__s64 count;
 			if (compact)
-				count = st->acc == 0 ? 0 : (__s64)st->acc - 1;
+				count = (__s64)st->acc - 1; /* count + 1, 0 = null */
 			else
 				count = (__s32)be32(st->buf);
+			if (count < -1 || (count == -1 && !nullable)) {
+				pal_kafka_deny(st, io, PAL_DROP_L7_PARSE);
+				return 1;
+			}
 			if (count < 0)
 				count = 0; /* null array */
 			if (count > st->frame_remaining) {
@@ -676,21 +747,33 @@ KFUNC int pal_kafka_walk(struct __sk_buff *skb, struct pal_kafka_sock *st, struc
 		break;
 	}
 	case PAL_KOP_TOPIC_ID:
-	case PAL_KOP_STASH_ID:
+	case PAL_KOP_STASH_ID: {
 		if (stage == 0) {
 			st->stage = 1;
 			rd_start(st, RD_FIXED, 16);
 			return 1;
 		}
+		__u64 *id = (__u64 *)st->buf;
+		__u64 nonzero = id[0] | id[1]; /* the zero UUID means "no id" (Kafka's Uuid.ZERO_UUID) */
 		st->stage = 0;
 		st->pc = pc + 1;
 		if (op.op == PAL_KOP_TOPIC_ID) {
-			check_topic(st, io, 2);
+			if (nonzero)
+				check_topic(st, io, 2);
 		} else {
-			__u64 *id = (__u64 *)st->buf;
 			__builtin_memcpy(st->stash_id, st->buf, 16);
-			st->has_stash = (id[0] | id[1]) != 0;
+			st->has_stash = nonzero != 0;
 		}
+		return 1;
+	}
+	case PAL_KOP_OPT_STRUCT:
+		if (stage == 0) {
+			st->stage = 1;
+			rd_start(st, RD_FIXED, 1);
+			return 1;
+		}
+		st->stage = 0;
+		st->pc = (st->buf[0] & 0x80) ? op.target : pc + 1;
 		return 1;
 	default:
 		pal_kafka_deny(st, io, PAL_DROP_L7_PARSE);
@@ -712,8 +795,12 @@ KFUNC int pal_kafka_step(struct __sk_buff *skb, struct pal_kafka_sock *st, struc
 		return 1;
 	if (io->poison || st->phase == KPH_POISONED)
 		return 1;
-	if (io->off >= io->len)
-		return 1;
+	if (io->off >= io->len) {
+		/* Out of bytes: only what needs none goes on (walk ops up to the next read, which checks the
+		 * frame's bounds first, and the end of a frame that has no bytes left). */
+		if (st->phase != KPH_WALK && !(st->phase == KPH_SKIP && st->frame_remaining == 0))
+			return 1;
+	}
 	avail = io->len - io->off;
 
 	switch (st->phase) {
@@ -735,14 +822,18 @@ KFUNC int pal_kafka_step(struct __sk_buff *skb, struct pal_kafka_sock *st, struc
 		}
 		io->off += n;
 		st->nbuf = nb + n;
-		if (st->nbuf < 14)
+		if (st->nbuf < 4)
 			return 0;
+		/* The size is checked as soon as it is known: a frame too short to hold a request header could
+		 * otherwise be complete before the header is. */
 		__u32 size = be32(st->buf);
 		if (size < 10 || size > PAL_KAFKA_MAX_FRAME) {
 			/* Framing is broken: nothing after this can be trusted. */
 			kafka_poison(st, io, PAL_DROP_L7_PARSE);
 			return 1;
 		}
+		if (st->nbuf < 14)
+			return 0;
 		st->frame_len = size;
 		st->frame_remaining = size - 10;
 		st->api_key = (__s16)be16(&st->buf[4]);
@@ -795,8 +886,10 @@ KFUNC int pal_kafka_step(struct __sk_buff *skb, struct pal_kafka_sock *st, struc
 		io->off += n;
 		st->frame_remaining -= n;
 		if (st->frame_remaining == 0) {
-			if (st->verdict)
-				add_drop_range(io, io->frame_start, io->off);
+			if (!st->verdict && pal_kafka_keep(skb, io, io->frame_start, io->off)) {
+				kafka_poison(st, io, PAL_DROP_L7_PARSE);
+				return 1;
+			}
 			st->phase = KPH_HEADER;
 			st->nbuf = 0;
 			st->verdict = 0;
@@ -831,6 +924,7 @@ int pal_kafka_verdict(struct __sk_buff *skb)
 		pal_count(PAL_CNT_L7_POISONED);
 		return SK_DROP_; /* enrolled but no state: fail closed */
 	}
+	st->seen_bytes += skb->len;
 	if (st->phase == KPH_POISONED)
 		return SK_DROP_;
 	c.skb = skb;
@@ -840,33 +934,28 @@ int pal_kafka_verdict(struct __sk_buff *skb)
 
 	if (!c.io.poison && st->phase != KPH_POISONED && c.io.off < c.io.len)
 		kafka_poison(st, &c.io, PAL_DROP_L7_PARSE); /* more work than we may do per segment: fail closed */
-	if (c.io.poison || st->phase == KPH_POISONED)
-		return SK_DROP_;
 
-	/* A frame still in progress: its bytes here are dropped or delivered with its verdict. */
-	if (st->phase != KPH_HEADER || st->nbuf) {
-		if (st->verdict)
-			add_drop_range(&c.io, c.io.frame_start, c.io.len);
+	if (!c.io.poison && st->phase != KPH_POISONED && (st->phase != KPH_HEADER || st->nbuf) && !st->verdict) {
+		/* A frame still in progress, allowed or not decided yet: its bytes here go to the broker. */
+		if (pal_kafka_keep(skb, &c.io, c.io.frame_start, c.io.len))
+			kafka_poison(st, &c.io, PAL_DROP_L7_PARSE);
 		else
 			st->frame_consumed_before += c.io.len - c.io.frame_start;
 	}
-
-	if (!c.io.ndrop)
+	/* Deliver what was kept: [0, out). When the connection was just poisoned, that is the whole allowed
+	 * frames before the one that poisoned it. */
+	if (c.io.out >= c.io.len) {
+		st->passed_bytes += c.io.len;
 		return SK_PASS_;
-	if (c.io.disjoint) {
+	}
+	if (c.io.out == 0)
+		return SK_DROP_;
+	if (bpf_skb_change_tail(skb, c.io.out, 0) == 0) {
+		st->passed_bytes += c.io.out;
+		return SK_PASS_;
+	}
+	if (!c.io.poison && st->phase != KPH_POISONED)
 		kafka_poison(st, &c.io, PAL_DROP_L7_PARSE);
-		return SK_DROP_;
-	}
-	if (c.io.drop_lo == 0 && c.io.drop_hi >= c.io.len)
-		return SK_DROP_;
-	if (c.io.drop_hi >= c.io.len) {
-		/* Denied frames at the end of the segment: trim them off. */
-		if (bpf_skb_change_tail(skb, c.io.drop_lo, 0) == 0)
-			return SK_PASS_;
-	}
-	/* Denied bytes at the head or in the middle with allowed bytes around them cannot be cut out of a
-	 * stream segment here: the connection is closed to requests (fail closed). */
-	kafka_poison(st, &c.io, PAL_DROP_L7_PARSE);
 	return SK_DROP_;
 }
 

@@ -6,10 +6,12 @@
  * the stream (4-byte size prefix), reads the request header, decides by the ruleset, and when topics matter
  * walks the body with the layout for (api key, version) to every topic name or id. All of it is resumable:
  * a header, a varint or a topic name may be split across segments, and a 1 MB Produce spans many.
- * Denied frames are dropped (SK_DROP / trimmed off the segment). When a deny is only discovered after bytes
- * of the same frame already reached the broker (a later topic of a large Produce), the connection is
- * poisoned: nothing more is delivered, so the partial request can never complete. Anything the program
- * cannot parse fails closed the same way. */
+ * Denied frames are dropped: a segment holding only denied bytes is SK_DROPped; otherwise the kept bytes are
+ * moved over the denied ones and the tail trimmed, so allowed frames pipelined around a denied one still
+ * reach the broker, whole and in order. When a deny is only discovered after bytes of the same frame already
+ * reached the broker (a later topic of a large Produce, or a header split across segments), the connection
+ * is poisoned: nothing more is delivered, so the partial request can never complete. Broken framing fails
+ * closed the same way. */
 #ifndef PAL_KAFKA_H
 #define PAL_KAFKA_H
 
@@ -76,10 +78,11 @@ struct pal_kafka_sock {
 	__u8 apiversions_pending;
 	__u8 apiversions_flexible;
 	__u16 pad;
-	__u32 last_event_s;
-	__s16 last_event_key;
-	__s16 last_event_version;
-	__u32 suppressed;
+	__u32 last_event_s;  /* the second event_keys is about */
+	__u32 suppressed;    /* allowed requests not reported (rate limit) */
+	__u64 event_keys[2]; /* api keys 0..127 already reported as allowed in second last_event_s */
+	__u64 seen_bytes;    /* request bytes the program has seen on this connection */
+	__u64 passed_bytes;  /* of which delivered to the broker */
 	__u8 buf[32];
 	__u8 stash_id[16];
 	char client_id[PAL_KAFKA_CLIENT_ID_MAX];
@@ -133,6 +136,15 @@ struct {
 	__uint(max_entries, 4096);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } pal_kafka_layouts SEC(".maps");
+
+/* Bounce buffer for moving kept bytes over dropped ones within a segment. */
+#define PAL_KAFKA_COPY_CHUNK 256
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__type(key, __u32);
+	__type(value, __u8[PAL_KAFKA_COPY_CHUNK]);
+	__uint(max_entries, 1);
+} pal_kafka_copybuf SEC(".maps");
 
 /* Scratch space for building a topic lookup key (too big for the stack). */
 struct {

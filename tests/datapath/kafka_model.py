@@ -36,7 +36,6 @@ from palisade.datapath.kafka import (
     topic_key,
     topic_name_value,
 )
-from palisade.errors import KafkaParseError
 from palisade.kafka.layout import KOp, Layout, LayoutOp, LayoutSet, TopicRef, compile_all, walk
 from palisade.kafka.rules import KafkaRule
 
@@ -173,11 +172,13 @@ class Policy:
 
 def frame_verdict(stream: bytes, s: int, tables: Tables, policy: Policy) -> Verdict | None:
     """The kernel's verdict on the frame whose size prefix is at ``s`` (None: fewer than 14 bytes)."""
+    if len(stream) - s >= 4:
+        size = struct.unpack_from(">I", stream, s)[0]
+        if size < 10 or size > MAX_FRAME:  # checked as soon as the size is in
+            return Verdict(False, 4, DROP_PARSE, poison=True)
     h = parse_header(stream, s)
     if h is None:
         return None
-    if h.size < 10 or h.size > MAX_FRAME:
-        return Verdict(False, 14, DROP_PARSE, poison=True)
     remaining = h.size - 10
     if h.cid_len < -1 or h.cid_len > remaining:
         return Verdict(False, 14, DROP_PARSE)
@@ -210,14 +211,13 @@ def frame_verdict(stream: bytes, s: int, tables: Tables, policy: Policy) -> Verd
     frame = stream[s + 4 : s + 4 + h.size]
     # The walker's bounds are the frame's declared size, even when the stream holds fewer bytes yet: pad
     # (decisions that depend on the padding come out past the stream's end, i.e. undecided).
-    try:
-        res = walk(lay, _padded(frame, h.size), hdr_end - 4)
-    except KafkaParseError as e:
-        return Verdict(False, e.offset + 4, DROP_PARSE, walked=True)
-    for ref in res.refs:
+    res = walk(lay, _padded(frame, h.size), hdr_end - 4, raise_errors=False)
+    for ref in res.refs:  # checked one by one as the walk reaches them
         ok, reason, topic = _ref_allowed(ref, tables, rid, hits)
         if not ok:
             return Verdict(False, ref.decided_at + 4, reason, topic, walked=True)
+    if res.error is not None:
+        return Verdict(False, res.error.offset + 4, DROP_PARSE, walked=True)
     return Verdict(True, res.end + 4, walked=True)
 
 

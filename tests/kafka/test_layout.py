@@ -589,3 +589,16 @@ def _with_ids(x: Any, ids: list[str]) -> Any:
 def test_id_cases_cover_fetch_metadata_and_delete_topics() -> None:
     keys = {k for k, _ in ID_CASES}
     assert keys == {1, 3, 20}
+
+
+def test_walker_reports_references_before_an_error() -> None:
+    # the kernel checks each reference when it reaches it: a denied topic before a malformed tail decides
+    lay = compile_layout(0, 3)
+    frame = _produce_v3([(b"a", 5), (b"bb", 0)])
+    cut = frame[: len(frame) - 2]
+    res = walk(lay, cut, 12, raise_errors=False)
+    assert (
+        res.names == (b"a", b"bb") and res.error is not None and res.error.offset == res.end == len(frame) - 4
+    )
+    ok = walk(lay, frame, 12, raise_errors=False)
+    assert ok.error is None and ok.names == (b"a", b"bb")

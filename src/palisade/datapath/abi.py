@@ -338,6 +338,8 @@ class pal_kafka_sock(C.Structure):
         ("last_event_s", C.c_uint32),
         ("suppressed", C.c_uint32),
         ("event_keys", C.c_uint64 * 2),
+        ("seen_bytes", C.c_uint64),
+        ("passed_bytes", C.c_uint64),
         ("buf", C.c_uint8 * 32),
         ("stash_id", C.c_uint8 * 16),
         ("client_id", C.c_char * KAFKA_CLIENT_ID_MAX),

@@ -372,8 +372,9 @@ class TopicRef:
 @dataclass(frozen=True)
 class WalkResult:
     refs: tuple[TopicRef, ...]
-    end: int  # frame offset where the walk stopped (END, or the too-long name that stops it)
+    end: int  # frame offset where the walk stopped (END, the too-long name that stops it, or the error)
     stopped: bool = False  # a name longer than TOPIC_MAX stopped the walk (always a deny)
+    error: KafkaParseError | None = None  # walk(..., raise_errors=False): where the frame was malformed
 
     @property
     def names(self) -> tuple[bytes, ...]:
@@ -423,14 +424,26 @@ class _Reader:
                 return acc
 
 
-def walk(lay: Layout, frame: bytes | bytearray | memoryview, pos: int) -> WalkResult:
+def walk(
+    lay: Layout, frame: bytes | bytearray | memoryview, pos: int, *, raise_errors: bool = True
+) -> WalkResult:
     """Run ``lay`` over ``frame`` (a request frame without its size prefix) from ``pos`` (the byte after the
     client id). Returns the topic references in the order the kernel checks them; raises KafkaParseError at
-    the offset where the kernel would deny the frame as malformed."""
+    the offset where the kernel would deny the frame as malformed (with ``raise_errors=False``: returns the
+    references found before it, and the error, as the kernel checks each reference as soon as it has it)."""
+    refs: list[TopicRef] = []
+    try:
+        return _walk(lay, frame, pos, refs)
+    except KafkaParseError as e:
+        if raise_errors:
+            raise
+        return WalkResult(tuple(refs), e.offset, error=e)
+
+
+def _walk(lay: Layout, frame: bytes | bytearray | memoryview, pos: int, refs: list[TopicRef]) -> WalkResult:
     buf = frame if isinstance(frame, memoryview) else memoryview(frame)
     r = _Reader(buf, pos)
     ops = lay.ops
-    refs: list[TopicRef] = []
     stack: list[list[int]] = []  # [remaining, body pc, end pc]
     stash: bytes | None = None
     pc = 0
