@@ -80,6 +80,11 @@ static __always_inline void policy_decide(struct pal_verdict *out, __u32 ep_id, 
 		out->audit = (win->flags & PAL_POLICY_AUDIT) ? 1 : 0;
 		out->cookie = win->cookie;
 		out->match_type = pal_match_type(win_specific, win->specificity);
+		if (out->audit && (win->flags & PAL_POLICY_L7)) {
+			/* an audit deny over enforced-allowed traffic: it proceeds, still under the enforced L7 rules */
+			out->l7 = 1;
+			out->l7_ruleset = win->l7_ruleset;
+		}
 		return;
 	}
 

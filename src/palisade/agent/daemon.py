@@ -698,7 +698,7 @@ class Agent:
             seen.add(key)
         with self.lock:
             for p in net:
-                self.engine._compile_policy(p)  # raises (e.g. NotSupported http rules) before any change
+                self.engine.check_policy(p)  # raises (e.g. NotSupported http rules) before any change
                 _check_enforceable(p)
             if tracing and self.sensor is None:
                 raise NotSupported(
@@ -746,31 +746,13 @@ class Agent:
             }
 
     def _selected_endpoints(self, p: NetworkPolicy) -> list[str]:
+        """Endpoints the policy's subject selectors select (O(endpoints), independent of map sizes)."""
         out = []
         for ep in self.engine.endpoints().values():
-            if any(
-                o.name == p.name and o.kind == p.kind
-                for e in self.engine.mapstate(ep.id).values()
-                for o in e.origins
-            ):
-                out.append(ep.name)
-                continue
-            f = self.engine.flags(ep.id)
-            # selected with default deny but no entries: still selected
-            if (f[Direction.INGRESS].enforced or f[Direction.EGRESS].enforced) and self._policy_selects(
-                p, ep
-            ):
+            labels = self.engine.labels_of(ep.identity)
+            if labels is not None and self.engine.policy_selects(p, labels):
                 out.append(ep.name)
         return out
-
-    def _policy_selects(self, p: NetworkPolicy, ep: Endpoint) -> bool:
-        labels = self.engine.labels_of(ep.identity)
-        if labels is None:
-            return False
-        try:
-            return any(s.subject.matches(labels) for s in self.engine._compile_policy(p))  # type: ignore[attr-defined]
-        except Exception:
-            return False
 
     def delete(self, docs: list[dict[str, str]], namespace: str | None = None) -> dict[str, Any]:
         assert self.store is not None

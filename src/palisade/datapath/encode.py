@@ -113,7 +113,8 @@ def policy_entry(ep_id: int, key: Key, entry: Entry, cookie: int, ruleset: int) 
         flags |= abi.POLICY_DENY
     if entry.audit:
         flags |= abi.POLICY_AUDIT
-    if entry.l7 is not None and ruleset:
+    if entry.l7 is not None and ruleset and (not entry.deny or entry.audit):
+        # allows with L7 rules, and audit denies (they proceed under the enforced L7 rules they carry)
         flags |= abi.POLICY_L7
         v.l7_ruleset = ruleset
     v.flags = flags
