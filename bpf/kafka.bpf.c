@@ -16,7 +16,9 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
 #define SK_DROP_ 0
 #define SK_PASS_ 1
-#define KAFKA_MAX_STEPS 8192
+/* Steps (one op stage or one read) per segment. A 64 KB segment of the densest real requests (Produce
+ * partitions of a few bytes each, about 11 steps per partition) needs about 90k; more fails closed. */
+#define KAFKA_MAX_STEPS (1 << 17)
 #define FETCH_CAP 12
 
 /* Per-segment progress: scalars only, so global functions can take it as plain memory. */
@@ -134,6 +136,8 @@ KFUNC int pal_kafka_deny(struct pal_kafka_sock *st, struct kio *io, __u32 reason
 	if (!st || !io)
 		return 0;
 	pal_count(PAL_CNT_L7_DENIED);
+	if (reason == PAL_DROP_L7_PARSE)
+		st->topic_len = 0; /* the event names a topic only when a topic decided */
 	if (st->frame_consumed_before > 0) {
 		kafka_poison(st, io, reason);
 		return 0;
@@ -828,7 +832,14 @@ KFUNC int pal_kafka_step(struct __sk_buff *skb, struct pal_kafka_sock *st, struc
 		 * otherwise be complete before the header is. */
 		__u32 size = be32(st->buf);
 		if (size < 10 || size > PAL_KAFKA_MAX_FRAME) {
-			/* Framing is broken: nothing after this can be trusted. */
+			/* Framing is broken: nothing after this can be trusted. The event says so, with no request
+			 * header (api key -1). */
+			st->frame_len = size;
+			st->api_key = -1;
+			st->api_version = -1;
+			st->corr = 0;
+			st->cid_len = -1;
+			st->topic_len = 0;
 			kafka_poison(st, io, PAL_DROP_L7_PARSE);
 			return 1;
 		}

@@ -651,11 +651,16 @@ def test_unenrolled_state_fails_closed_and_poison_sticks(fresh: Harness) -> None
         c.srv.setblocking(False)
         with pytest.raises(BlockingIOError):
             c.srv.recv(100)
+    fresh.take_events()
     with fresh.connect() as c:
+        c.send(a)
         c.send(b"\x00\x00\x00\x02AB")  # size below a request header: framing broken
         c.send(a)
-        assert c.received() == b""
+        assert c.received() == a
         assert c.state().phase == abi.KAFKA_PHASE_POISONED  # type: ignore[union-attr]
+    (e,) = [e for e in fresh.take_events() if e.verdict == EvVerdict.DROPPED]
+    assert e.drop_reason == abi.DROP_L7_PARSE and e.kafka is not None
+    assert (e.kafka.api_key, e.kafka.topic, e.kafka.client_id, e.length) == (-1, None, None, 6)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -868,6 +873,8 @@ def test_malformed_frames(fresh: Harness, case: str) -> None:
         assert c.received() == good
     (e,) = [e for e in fresh.take_events() if e.verdict == EvVerdict.DROPPED]
     assert e.drop_reason == v.reason
+    if v.reason == abi.DROP_L7_PARSE:
+        assert e.kafka is not None and e.kafka.topic is None  # no topic decided
     if case != "empty topic name":
         assert v.reason in (abi.DROP_L7_PARSE, abi.DROP_POLICY_DENIED)
 
@@ -887,3 +894,22 @@ def no_kernel_splat() -> Iterator[None]:
     if os.geteuid() == 0:
         new = [ln for ln in _kernel_problems() if ln not in before]
         assert not new, "kernel problems during the Kafka BPF tests:\n" + "\n".join(new)
+
+
+@privileged
+def test_produce_with_thousands_of_partitions_in_one_segment(fresh: Harness) -> None:
+    """Walking 3000 partitions (about 11 steps each) fits the per-segment step budget: delivered, not
+    poisoned."""
+    fresh.set_rules([KafkaRule(ROLE_API_KEYS["produce"], None, None, "ok-t")])
+    parts = [{"Index": i, "Records": b"rr"} for i in range(3000)]
+    body = {
+        "TransactionalId": None,
+        "Acks": -1,
+        "TimeoutMs": 1,
+        "TopicData": [{"Name": "ok-t", "PartitionData": parts}],
+    }
+    big = with_size_prefix(encode_request_frame(0, 9, 1, "c1", body))
+    assert len(big) < 60_000
+    with fresh.connect() as c:
+        c.send(big)
+        assert c.received() == big
