@@ -32,6 +32,7 @@ from palisade.bpf import attach_cgroup, check_struct
 from palisade.bpf.bpffs import make_pin_dir, remove_pin_dir
 from palisade.datapath import abi
 from palisade.datapath.events import Verdict as EvVerdict
+from palisade.datapath.kafka import KafkaMaps
 from palisade.errors import KafkaParseError
 from palisade.kafka.matcher import decide
 from palisade.kafka.protocol import (
@@ -133,6 +134,20 @@ def test_struct_mirrors_match_the_object_btf() -> None:
     assert len(kafka) >= 11
     for cls, name in kafka:
         check_struct(cls, obj, name)
+
+
+@privileged
+def test_kafka_maps_from_pins(h: Harness) -> None:
+    km = KafkaMaps.open_pinned(h.pin_root)
+    try:
+        rules = (KafkaRule(frozenset({3}), None, None, "pinned-t"),)
+        km.set_ruleset(99, rules)
+        assert KafkaMaps(h.obj).ruleset(99) == rules  # another instance reads the kernel's state
+        assert km.topic_ids() == TOPIC_IDS
+        km.delete_ruleset(99)
+        assert KafkaMaps(h.obj).ruleset(99) is None
+    finally:
+        km.close()
 
 
 @privileged
@@ -238,6 +253,8 @@ def _split_points(frame: bytes) -> list[int]:
     hdr = 14 + max(cid, 0)
     pts = {2, 4, 9, 13, 14, 15, hdr - 1, hdr, hdr + 1, hdr + 2}
     req = parse_request(f)
+    if req.header_version >= 2:  # flexible: every byte of the first varints (tags, lengths, counts)
+        pts |= set(range(hdr, hdr + 16))
     try:
         lay = compile_layout(req.api_key, req.api_version)
     except (KeyError, ValueError):
@@ -245,7 +262,7 @@ def _split_points(frame: bytes) -> list[int]:
     if lay is not None:
         for r in walk(lay, f, hdr - 4).refs:
             d = r.decided_at + 4
-            pts |= {d - 2, d - 1, d, d + 1}
+            pts |= {d - 2, d - 1, *range(d, d + 8)}  # and the lengths / counts that follow
             if r.kind == "name":
                 pts |= {d - len(r.value) - 1, d - len(r.value) // 2}
     return sorted(p for p in pts if 0 < p < len(frame))
@@ -297,6 +314,7 @@ def test_corpus_split_frames(fresh: Harness, ruleset: str) -> None:
                     assert got == b""
                     outcomes["clean"] += 1
     fresh.take_events()
+    print(ruleset, len(SPLIT_CASES), "frames", outcomes)
     if ruleset != "produce-consume-all-corpus-topics":
         assert outcomes["poisoned"] > 0 and outcomes["clean"] > 0
     assert outcomes["allowed"] > 0

@@ -319,6 +319,29 @@ class KafkaMaps:
         else:
             self.maps = {n: source.map(n) for n in MAP_NAMES}
         self._rulesets: dict[int, RulesetEntries] | None = None
+        self._owned: list[Any] = []
+
+    @classmethod
+    def open_pinned(cls, pin_root: str) -> KafkaMaps:
+        """The maps pinned by name under ``pin_root`` (the agent's bpffs directory); close() releases them."""
+        from palisade.bpf import Map
+
+        opened: dict[str, Any] = {}
+        try:
+            for n in MAP_NAMES:
+                opened[n] = Map.open_pinned(f"{pin_root}/{n}")
+        except BaseException:
+            for m in opened.values():
+                m.close()
+            raise
+        km = cls(opened)
+        km._owned = list(opened.values())
+        return km
+
+    def close(self) -> None:
+        for m in self._owned:
+            m.close()
+        self._owned = []
 
     # ---------------------------------------------------------------- applying ops
 
