@@ -985,10 +985,27 @@ int pal_kafka_sockops(struct bpf_sock_ops *skops)
 	struct pal_kafka_sock_key key = {};
 	__u32 zero = 0;
 
-	if (skops->family != 2 /* AF_INET */)
+	/* Every context field is read unconditionally: the verifier refuses a computed context offset, which
+	 * is what the compiler makes of field reads chosen by branches. */
+	__u32 family = skops->family;
+	__u32 r4 = skops->remote_ip4, l4 = skops->local_ip4;
+	__u32 r6a = skops->remote_ip6[0], r6b = skops->remote_ip6[1], r6c = skops->remote_ip6[2];
+	__u32 r6d = skops->remote_ip6[3], l6d = skops->local_ip6[3];
+	asm volatile("" : "+r"(r4), "+r"(l4), "+r"(r6a), "+r"(r6b), "+r"(r6c), "+r"(r6d), "+r"(l6d));
+
+	if (family == 10 /* AF_INET6 */) {
+		/* A dual-stack listener (Java brokers bind ::) accepts IPv4 peers as ::ffff:a.b.c.d: those are
+		 * IPv4 connections and must be policed like any other (skipping them would fail open). */
+		if (r6a || r6b || r6c != bpf_htonl(0xffff))
+			return 1;
+		key.client_be = r6d;
+		key.broker_be = l6d;
+	} else if (family == 2 /* AF_INET */) {
+		key.client_be = r4;
+		key.broker_be = l4;
+	} else {
 		return 1;
-	key.client_be = skops->remote_ip4;
-	key.broker_be = skops->local_ip4;
+	}
 	key.client_port = bpf_ntohl(skops->remote_port);
 	key.broker_port = skops->local_port;
 

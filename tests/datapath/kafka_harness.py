@@ -274,17 +274,24 @@ class Harness:
 _LISTENER = r"""
 import socket, sys
 u = socket.socket(fileno=int(sys.argv[1]))
-s = socket.socket()
-s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind((sys.argv[2], 0))
+if sys.argv[3] == "dual":
+    s = socket.socket(socket.AF_INET6)
+    s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("::", 0))
+else:
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind((sys.argv[2], 0))
 s.listen(64)
 socket.send_fds(u, [b"L"], [s.fileno()])
 """
 
 
-def listener_in_cgroup(cgroup: str, ip: str = BROKER_IP) -> socket.socket:
+def listener_in_cgroup(cgroup: str, ip: str = BROKER_IP, dual_stack: bool = False) -> socket.socket:
     """A listening TCP socket whose cgroup is ``cgroup`` (made by a short-lived child process that joins the
-    cgroup and hands the socket over): sockets it accepts belong to that cgroup."""
+    cgroup and hands the socket over): sockets it accepts belong to that cgroup. ``dual_stack``: an AF_INET6
+    socket on [::] that also accepts IPv4 peers (as ::ffff:a.b.c.d), like Java brokers."""
     a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
 
@@ -293,7 +300,7 @@ def listener_in_cgroup(cgroup: str, ip: str = BROKER_IP) -> socket.socket:
                 f.write(str(os.getpid()))
 
         subprocess.run(
-            [sys.executable, "-c", _LISTENER, str(b.fileno()), ip],
+            [sys.executable, "-c", _LISTENER, str(b.fileno()), ip, "dual" if dual_stack else "v4"],
             pass_fds=[b.fileno()],
             preexec_fn=join,
             check=True,

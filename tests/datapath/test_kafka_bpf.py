@@ -710,13 +710,14 @@ def cgroup() -> Iterator[str]:
 
 
 @privileged
-def test_sockops_enrols_accepted_sockets(pin_base: str, cgroup: str) -> None:
+@pytest.mark.parametrize("dual_stack", [False, True], ids=["ipv4-listener", "dual-stack-listener"])
+def test_sockops_enrols_accepted_sockets(pin_base: str, cgroup: str, dual_stack: bool) -> None:
     pin = f"{pin_base}/{next(_n)}"
     make_pin_dir(pin)
     h = None
     link = None
     try:
-        h = Harness(pin, listener=listener_in_cgroup(cgroup))
+        h = Harness(pin, listener=listener_in_cgroup(cgroup, dual_stack=dual_stack))
         h.set_rules([KafkaRule(frozenset({3}), None, None, "ok-t")])
         link = attach_cgroup(h.obj.program("pal_kafka_sockops"), cgroup)
         a, d = _metadata(1, ["ok-t"]), _metadata(2, ["denied-t"])
