@@ -18,7 +18,7 @@ from palisade.resources import load_files
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    p = sub.add_parser("policy", help="validate network policies, trace a connection")
+    p = sub.add_parser("policy", help="validate and trace policies, list the applied ones")
     psub = p.add_subparsers(dest="policy_command", metavar="SUBCOMMAND")
     v = psub.add_parser("validate", help="parse and validate policy files (CNP, CCNP, KNP, TracingPolicy)")
     v.add_argument("-f", "--file", dest="files", action="append", required=True, metavar="FILE")
@@ -44,12 +44,37 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     )
     t.add_argument("-o", "--output", choices=("text", "json"), default="text")
     t.set_defaults(func=cmd_trace)
+    ls = psub.add_parser("list", help="policies the agent holds (network and tracing)")
+    ls.add_argument("--socket", help="agent socket (default $PALISADE_SOCKET or /var/run/palisade/palisade.sock)")
+    ls.add_argument("-o", "--output", choices=("table", "json"), default="table")
+    ls.set_defaults(func=cmd_list)
 
     def _help(_: argparse.Namespace) -> int:
         p.print_help()
         return 2
 
     p.set_defaults(func=_help)
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    import time
+
+    from palisade.agent.client import connect
+    from palisade.cli.output import emit, table
+
+    with connect(args.socket) as c:
+        pols = c.call("policy_list")
+    if args.output == "json":
+        emit(pols)
+        return 0
+    rows = [
+        [p["kind"], p["namespace"] or "(cluster)", p["name"], "audit" if p["audit"] else "enforce",
+         p["source"] + (f" (-n {p['namespace_override']})" if p["namespace_override"] else ""),
+         time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(p["applied_at"]))]
+        for p in pols
+    ]  # fmt: skip
+    print(table(["KIND", "NAMESPACE", "NAME", "MODE", "SOURCE", "APPLIED"], rows))
+    return 0
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
