@@ -118,9 +118,10 @@ class Demo:
         self, pod: str, action: str, topic: str, timeout: float, client: str | None = None
     ) -> tuple[bool, str]:
         cl = client or self.client
+        b = f"{self.broker_ip}:9092"  # the article's kafka.kafka:9092 (no cluster DNS here)
         shown = {
-            "kcat": {"produce": f"kcat -b kafka.kafka:9092 -t {topic} -P -l <<< 'test-message'",
-                     "consume": f"kcat -b kafka.kafka:9092 -t {topic} -C -o beginning -c 1 -e"},
+            "kcat": {"produce": f"kcat -b {b} -t {topic} -P -l <<< 'test-message'",
+                     "consume": f"kcat -b {b} -t {topic} -C -o beginning -c 1 -e"},
         }.get(cl, {}).get(action, f"{cl} {action} {topic}")  # fmt: skip
         console.print(f"[bold green]$[/] palisade pod exec {pod} -n tenant-alpha -- {shown}")
         r = subprocess.run(
@@ -273,7 +274,7 @@ class Demo:
         console.print("[bold green]$[/] palisade getevents -o compact &")
         with open(events, "w") as out:
             watcher = subprocess.Popen([PY, "-m", "palisade", "getevents", "-o", "compact"], stdout=out,
-                                       stderr=subprocess.STDOUT, env=self.env)  # fmt: skip
+                                       stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=self.env)  # fmt: skip
             try:
                 time.sleep(1.0)
                 url = f"http://{self.processing_ip}:8080/"
@@ -297,7 +298,7 @@ class Demo:
                     watcher.wait(5)
                 except subprocess.TimeoutExpired:
                     watcher.kill()
-        lines = [x for x in seen.splitlines() if "curl" in x]
+        lines = [x for x in seen.splitlines() if "curl" in x or "__x64_sys_execve" in x]
         for x in lines:
             console.print(f"  {x}", markup=False)
         self.expect(any("🚀 process" in x and "tenant-alpha/ingestion-service" in x and "/usr/bin/curl" in x
