@@ -135,9 +135,18 @@ KFUNC int pal_kafka_deny(struct pal_kafka_sock *st, struct kio *io, __u32 reason
 {
 	if (!st || !io)
 		return 0;
-	pal_count(PAL_CNT_L7_DENIED);
 	if (reason == PAL_DROP_L7_PARSE)
 		st->topic_len = 0; /* the event names a topic only when a topic decided */
+	if (st->audit_frame) {
+		/* audit mode (global, or the policy that put this request under L7 is audit-only): report what
+		 * would have been dropped and let the request through */
+		st->verdict = 0;
+		st->phase = KPH_SKIP;
+		st->rd = RD_NONE;
+		pal_kafka_event(st, PAL_VERDICT_AUDIT, reason);
+		return 0;
+	}
+	pal_count(PAL_CNT_L7_DENIED);
 	if (st->frame_consumed_before > 0) {
 		kafka_poison(st, io, reason);
 		return 0;
@@ -435,6 +444,7 @@ KFUNC int pal_kafka_decide_header(struct pal_kafka_sock *st, struct kio *io)
 		return 0;
 	pal_count(PAL_CNT_L7_FRAMES);
 	st->topic_len = 0;
+	st->audit_frame = 0;
 	ep_id = st->ep_id;
 	ep = bpf_map_lookup_elem(&pal_ep_ids, &ep_id);
 	if (!ep) {
@@ -443,9 +453,26 @@ KFUNC int pal_kafka_decide_header(struct pal_kafka_sock *st, struct kio *io)
 	}
 	/* Policy may have changed since the connection was enrolled: look it up for every request. */
 	policy_decide(&v, ep_id, ep->flags, st->peer_identity, 0, IPPROTO_TCP_, (__u16)st->key.broker_port);
+	struct pal_cfg *cfg = pal_config();
+	__u8 global_audit = cfg && (cfg->flags & PAL_CFG_AUDIT_MODE);
 	if (!v.allowed) {
-		pal_kafka_deny(st, io, v.drop_reason);
-		return 0;
+		if (!v.audit && !global_audit) {
+			st->audit_frame = 0;
+			pal_kafka_deny(st, io, v.drop_reason);
+			return 0;
+		}
+		/* an audited deny: reported, and the request proceeds (under the enforced L7 rules an audit deny
+		 * entry carries, if any) */
+		pal_kafka_event(st, PAL_VERDICT_AUDIT, v.drop_reason);
+		if (!v.l7) {
+			st->phase = KPH_SKIP;
+			st->rd = RD_NONE;
+			return 0;
+		}
+		st->audit_frame = global_audit;
+	} else {
+		/* allowed only by audit-mode policies: their L7 rules report, they do not drop */
+		st->audit_frame = v.audit || global_audit;
 	}
 	st->cookie = v.cookie;
 	if (!v.l7) {

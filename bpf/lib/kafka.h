@@ -77,7 +77,8 @@ struct pal_kafka_sock {
 	__s32 apiversions_corr; /* an ApiVersions request is in flight: its response gets Fetch capped */
 	__u8 apiversions_pending;
 	__u8 apiversions_flexible;
-	__u16 pad;
+	__u8 audit_frame; /* the current request is policed in audit mode: denials are reported, not enforced */
+	__u8 pad;
 	__u32 last_event_s;  /* the second event_keys is about */
 	__u32 suppressed;    /* allowed requests not reported (rate limit) */
 	__u64 event_keys[2]; /* api keys 0..127 already reported as allowed in second last_event_s */

@@ -104,6 +104,8 @@ static __always_inline void policy_decide(struct pal_verdict *out, __u32 ep_id, 
 
 	if (win) {
 		out->allowed = 1;
+		/* allowed by audit-mode policies only: their L7 rules report, they do not drop */
+		out->audit = (win->flags & PAL_POLICY_AUDIT) ? 1 : 0;
 		out->cookie = win->cookie;
 		out->match_type = pal_match_type(win_specific, win->specificity);
 		if (win->flags & PAL_POLICY_L7) {

@@ -191,7 +191,9 @@ class Harness:
 
     def set_policy(self, mode: str, ruleset: int = RULESET, cookie: int = 77) -> None:
         """The policy entry for (client identity, TCP, broker port): "l7" (ruleset), "l4" (allowed, no L7),
-        "deny" (an explicit deny), "none" (no entry: default deny)."""
+        "deny" (an explicit deny), "none" (no entry: default deny), "l7-audit" (an L7 allow from audit-mode
+        policies only), "deny-audit" (an audit deny with no L7), "deny-audit-l7" (an audit deny over traffic the
+        enforced policy allows with the ruleset)."""
         key = abi.pal_policy_key(
             abi.POLICY_PREFIX_FULL, EP_ID, CLIENT_IDENTITY, 0, 6, socket.htons(self.port)
         )
@@ -199,8 +201,23 @@ class Harness:
         if mode == "none":
             m.delete(key, missing_ok=True)
             return
-        flags = {"l7": abi.POLICY_L7, "l4": 0, "deny": abi.POLICY_DENY}[mode]
-        m.update(key, abi.pal_policy_val(flags, 24, 0, ruleset if mode == "l7" else 0, cookie))
+        flags = {
+            "l7": abi.POLICY_L7,
+            "l4": 0,
+            "deny": abi.POLICY_DENY,
+            "l7-audit": abi.POLICY_L7 | abi.POLICY_AUDIT,
+            "deny-audit": abi.POLICY_DENY | abi.POLICY_AUDIT,
+            "deny-audit-l7": abi.POLICY_DENY | abi.POLICY_AUDIT | abi.POLICY_L7,
+        }[mode]
+        rs = ruleset if flags & abi.POLICY_L7 else 0
+        m.update(key, abi.pal_policy_val(flags, 24, 0, rs, cookie))
+
+    def set_global_audit(self, on: bool) -> None:
+        cfg = abi.pal_cfg()
+        cfg.flags = abi.CFG_AUDIT_MODE if on else 0
+        cfg.agg_interval_s, cfg.ct_tcp_lifetime_s, cfg.ct_syn_lifetime_s = 5, 21600, 60
+        cfg.ct_close_lifetime_s, cfg.ct_any_lifetime_s = 10, 60
+        self.obj.map("pal_cfg").update(struct.pack("=I", 0), cfg)
 
     def set_rules(self, rules: Sequence[KafkaRule], ruleset: int = RULESET) -> None:
         self.maps.set_ruleset(ruleset, tuple(rules))

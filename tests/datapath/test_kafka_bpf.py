@@ -626,6 +626,57 @@ def test_events_rate_limited_and_drops_all_reported(fresh: Harness) -> None:
 
 
 # ---------------------------------------------------------------------------------------------------------
+# audit: reported, not enforced
+
+
+@pytest.mark.parametrize("how", ["policy", "global"])
+def test_audit_mode_reports_and_passes_l7_denials(fresh: Harness, how: str) -> None:
+    fresh.set_rules([KafkaRule(frozenset({3}), None, None, "ok-t")])
+    if how == "policy":
+        fresh.set_policy("l7-audit")  # the L7 rules come from audit-mode policies only
+    else:
+        fresh.set_global_audit(True)
+    try:
+        a, d = _metadata(1, ["ok-t"]), _metadata(2, ["denied-t"])
+        with fresh.connect() as c:
+            c.send(a + d)
+            assert c.received() == a + d, "an audited denial is delivered"
+        ev = fresh.take_events()
+        assert not [e for e in ev if e.verdict == EvVerdict.DROPPED]
+        audit = [e for e in ev if e.verdict == EvVerdict.AUDIT]
+        assert [(e.kafka.correlation_id, e.kafka.topic, e.drop_reason) for e in audit] == [  # type: ignore[union-attr]
+            (2, "denied-t", abi.DROP_POLICY_DENIED)
+        ]
+    finally:
+        fresh.set_global_audit(False)
+
+
+def test_audit_deny_keeps_the_enforced_l7_rules(fresh: Harness) -> None:
+    """An audit-mode deny over traffic the enforced policy allows with L7 rules: the deny is reported, and the
+    request is still policed by the enforced rules (an audit policy never weakens enforcement)."""
+    fresh.set_rules([KafkaRule(frozenset({3}), None, None, "ok-t")])
+    fresh.set_policy("deny-audit-l7")
+    a, d = _metadata(1, ["ok-t"]), _metadata(2, ["denied-t"])
+    with fresh.connect() as c:
+        c.send(a + d)
+        assert c.received() == a, "the enforced L7 rules still drop the denied topic"
+    ev = fresh.take_events()
+    assert [e.kafka.correlation_id for e in ev if e.verdict == EvVerdict.AUDIT] == [1, 2]  # type: ignore[union-attr]
+    assert [e.kafka.correlation_id for e in ev if e.verdict == EvVerdict.DROPPED] == [2]  # type: ignore[union-attr]
+
+
+def test_audit_deny_without_l7_passes_everything(fresh: Harness) -> None:
+    fresh.set_rules([KafkaRule(frozenset({3}), None, None, "ok-t")])
+    fresh.set_policy("deny-audit")
+    d = _metadata(2, ["denied-t"])
+    with fresh.connect() as c:
+        c.send(d)
+        assert c.received() == d
+    ev = fresh.take_events()
+    assert [(e.verdict, e.drop_reason) for e in ev] == [(EvVerdict.AUDIT, abi.DROP_POLICY_DENY)]
+
+
+# ---------------------------------------------------------------------------------------------------------
 # policy: decided per request, so changes apply to open connections
 
 
