@@ -39,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import datapath_model as dm
 
 REPO = Path(__file__).resolve().parents[1]
-WORKLOADS = {"stream": "Gbit/s", "rr": "trans/s", "crr": "conn/s"}
+WORKLOADS = {"stream": "Gbit/s", "rr": "trans/s", "rr-1cpu": "trans/s", "crr": "conn/s"}
 
 
 def log(msg: str) -> None:
@@ -200,7 +200,7 @@ def run_pods(args: argparse.Namespace) -> dict[str, Any]:
         )
         env.set_config("a", "a", 0)
         for wl in WORKLOADS:  # warm up (iperf3 server, caches, ARP-free paths)
-            getattr(env, wl)(1)
+            getattr(env, wl.replace("-", "_"))(1)
         samples: list[dm.Sample] = []
         out["load"] = []
         for r in range(args.rounds):
@@ -210,9 +210,15 @@ def run_pods(args: argparse.Namespace) -> dict[str, Any]:
                 env.set_config(name, kind, n)
                 line = []
                 for wl in WORKLOADS:
+                    ev0 = env.events_read()
                     cpu0, t0 = proc_cpu_s(env.pid), time.perf_counter()
-                    value, extra = getattr(env, wl)(args.seconds)
+                    value, extra = getattr(env, wl.replace("-", "_"))(args.seconds)
                     extra["agent_cpu"] = (proc_cpu_s(env.pid) - cpu0) / (time.perf_counter() - t0)
+                    # the agent's whole share of this run: until it has read the ring buffer up
+                    extra["agent_lag_s"] = env.wait_agent_idle() if kind == "b" else 0.0
+                    extra["agent_cpu_s"] = proc_cpu_s(env.pid) - cpu0
+                    ev1 = env.events_read()
+                    extra["events"] = None if ev0 is None or ev1 is None else ev1 - ev0
                     samples.append(dm.Sample(r, name, wl, value, extra))
                     line.append(f"{wl} {value:,.2f}" if wl == "stream" else f"{wl} {value:,.0f}")
                     if wl == "crr" and extra["reused"]:
@@ -279,15 +285,33 @@ def report(res: dict[str, Any]) -> str:
                     f"| {ratio} | {spread} | {cpu * 100:.0f} % |"
                 )
             lines.append("")
-        rr = [x for x in pods["samples"] if x["workload"] == "rr"]
-        lat = {
-            c: statistics.median(x["extra"]["p50_us"] for x in rr if x["config"] == c)
-            for c in pods["configs"]
-        }
-        lines.append("rr median latency (us): " + ", ".join(f"{c} {v:.1f}" for c, v in lat.items()))
+        for rwl in ("rr", "rr-1cpu"):
+            rr = [x for x in pods["samples"] if x["workload"] == rwl]
+            lat = {
+                c: statistics.median(x["extra"]["p50_us"] for x in rr if x["config"] == c)
+                for c in pods["configs"]
+            }
+            lines.append(f"{rwl} median latency (us): " + ", ".join(f"{c} {v:.1f}" for c, v in lat.items()))
         reused = sum(x["extra"]["reused"] for x in pods["samples"] if x["workload"] == "crr")
         conns = sum(x["extra"]["connections"] for x in pods["samples"] if x["workload"] == "crr")
-        lines.append(f"crr: {conns} connections, {reused} with a 4-tuple seen in the previous 12 s")
+        lines.append(
+            f"crr: {conns} connections, all with distinct 4-tuples over the whole run ({reused} repeated within "
+            "a run's 12 s window)"
+        )
+        for c in pods["configs"]:
+            xs = [
+                x
+                for x in pods["samples"]
+                if x["config"] == c and x["workload"] == "crr" and x["extra"].get("events")
+            ]
+            if xs:
+                per = statistics.median(x["extra"]["events"] / x["extra"]["connections"] for x in xs)
+                cpu_us = statistics.median(
+                    x["extra"]["agent_cpu_s"] / x["extra"]["connections"] * 1e6 for x in xs
+                )
+                lines.append(
+                    f"crr {c}: {per:.1f} ring-buffer events per connection, ~{cpu_us:.0f} us of agent CPU per connection"
+                )
         pc = pods.get("policy_change", [])
         if pc:
             lines += [

@@ -33,6 +33,8 @@ from palisade.datapath.loader import TC_HANDLE, TC_PRIORITY  # noqa: E402
 TOOL_SRC = REPO / "bench" / "tools" / "palrr.c"
 TOOL = REPO / "build" / "bench" / "palrr"
 DIRECTIONS = ("ingress", "egress")
+CRR_TUPLES = (dm.CRR_PORTS[1] - dm.CRR_PORTS[0] + 1) * 55536  # palrr: dports x source ports 10000-65535
+PIN_CPU = 0  # rr-1cpu: client and server on this CPU (the softirq work follows the sender)
 # What `palisade pod exec` does after asking the agent where the pod is: join its netns and cgroup, exec.
 # Used directly so a client run costs the agent nothing (and works while the agent is paused).
 LAUNCH = (
@@ -254,6 +256,7 @@ class PodBench:
         self.policy_size = 0
         self.applies: list[dict[str, Any]] = []
         self.paused = False
+        self.crr_next = 0  # the next connection 4-tuple number (palrr crr START)
         self.iptables_tag = f"{os.getpid() % 100000}"  # chain names: PALB<tag>L<n> / PALB<tag>C<n>
 
     # ---- setup ----
@@ -262,8 +265,9 @@ class PodBench:
         a = self.agent
         a.start()
         server_cmd = (
-            f"iperf3 -s -p {dm.STREAM_PORT} & exec {self.tool} server --echo {dm.RR_PORT} "
-            f"--oneshot {dm.CRR_PORTS[0]}-{dm.CRR_PORTS[1]} --oneshot {dm.PROBE_PORT}"
+            f"iperf3 -s -p {dm.STREAM_PORT} & taskset -c {PIN_CPU} {self.tool} server --echo {dm.RR_PINNED_PORT} & "
+            f"exec {self.tool} server --echo {dm.RR_PORT} --oneshot {dm.CRR_PORTS[0]}-{dm.CRR_PORTS[1]} "
+            f"--oneshot {dm.PROBE_PORT}"
         )
         self.server = a.pod(dm.NAMESPACE, "server", dm.SERVER_LABELS, ["/bin/sh", "-c", server_cmd])
         a.wait_log(dm.NAMESPACE, "server", "ready")
@@ -327,6 +331,13 @@ class PodBench:
             c.call("delete", docs=[{"source": name, "text": text}], namespace=None)
             return time.perf_counter() - t0
 
+    def events_read(self) -> int | None:
+        """Ring-buffer records the agent has read so far (None while it is paused)."""
+        if self.paused:
+            return None
+        st: dict[str, Any] = self.agent.call("status")
+        return int(st["flows"]["events_read"])
+
     def pause_agent(self, paused: bool) -> None:
         """SIGSTOP / SIGCONT our agent: the datapath keeps enforcing from the pinned maps, nobody reads the
         ring buffer (events beyond its 8 MiB are dropped and counted). After resuming, wait until the agent
@@ -334,12 +345,18 @@ class PodBench:
         os.kill(self.pid, signal.SIGSTOP if paused else signal.SIGCONT)
         self.paused = paused
         if not paused:
-            deadline = time.monotonic() + 20
-            while time.monotonic() < deadline:
-                c0 = proc_cpu_s(self.pid)
-                time.sleep(0.5)
-                if proc_cpu_s(self.pid) - c0 < 0.05:
-                    break
+            self.wait_agent_idle()
+
+    def wait_agent_idle(self, limit: float = 20.0) -> float:
+        """Wait until the agent uses < 10 % of a core over 0.25 s (it has read the ring buffer up); returns
+        how long that took."""
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < limit:
+            c0 = proc_cpu_s(self.pid)
+            time.sleep(0.25)
+            if proc_cpu_s(self.pid) - c0 < 0.025:
+                break
+        return time.monotonic() - t0
 
     def delete_text(self, text: str, name: str) -> float:
         path = self.agent.tmp / f"{name}-del.yaml"
@@ -436,17 +453,36 @@ class PodBench:
         )
         return float(res["rate"]), {"p50_us": res["p50_us"], "p99_us": res["p99_us"]}
 
+    def rr_1cpu(self, secs: int) -> tuple[float, dict[str, Any]]:
+        """Request/response with client and server pinned to the same CPU: no cross-CPU wakeups (on this
+        VM those make the unpinned figure bimodal: ~30 us or ~120 us per round trip)."""
+        out = self.exec_client(
+            "taskset", "-c", str(PIN_CPU), self.tool, "rr", self.server_ip, str(dm.RR_PINNED_PORT), str(secs),
+            timeout=secs + 60,
+        )  # fmt: skip
+        res = dm.parse_tool_json(out, "rr")
+        return float(res["rate"]), {"p50_us": res["p50_us"], "p99_us": res["p99_us"]}
+
     def crr(self, secs: int) -> tuple[float, dict[str, Any]]:
+        """Connection rate; the 4-tuple sequence continues from the previous run, so no tuple of any earlier
+        run can still have a conntrack entry (every connection is a policy decision)."""
         ports = f"{dm.CRR_PORTS[0]}-{dm.CRR_PORTS[1]}"
-        res = dm.parse_tool_json(
-            self.exec_client(self.tool, "crr", self.server_ip, ports, str(secs), timeout=secs + 60), "crr"
+        out = self.exec_client(
+            self.tool, "crr", self.server_ip, ports, str(secs), str(self.crr_next), timeout=secs + 60
         )
+        res = dm.parse_tool_json(out, "crr")
         if res["errors"]:
             raise RuntimeError(f"crr: {res['errors']} failed connections")
+        if res["first_tuple"] != self.crr_next:
+            raise RuntimeError(f"crr started at tuple {res['first_tuple']}, not {self.crr_next}")
+        self.crr_next = int(res["next_tuple"])
+        if self.crr_next >= CRR_TUPLES:
+            raise RuntimeError(f"crr used {self.crr_next} 4-tuples: they would repeat")
         return float(res["rate"]), {
             "reused": res["tuples_reused_within_12s"],
             "connections": res["connections"],
             "ports_busy": res["source_ports_busy"],
+            "tuples": [res["first_tuple"], res["next_tuple"]],
         }
 
     def reachable(self, port: int) -> bool:

@@ -7,6 +7,7 @@ Nothing here touches the kernel; tests/bench/test_datapath_bench.py checks it wi
 Workload ports (the server pod listens on all of them):
     5201            iperf3 (TCP stream)
     5301            palrr echo (request/response on one connection)
+    5302            palrr echo pinned to CPU 0, with its client (request/response without cross-CPU wakeups)
     20000-20063     palrr one-shot (connection rate; the client rotates over the 64 ports so no 4-tuple repeats
                     within the datapath's conntrack close lifetime and every connection is a policy decision)
     7777            palrr one-shot, NOT in the fill policy: the policy-change probe port
@@ -25,9 +26,15 @@ from typing import Any
 
 STREAM_PORT = 5201
 RR_PORT = 5301
+RR_PINNED_PORT = 5302  # a second echo server pinned to CPU 0 with its client (the "rr-1cpu" workload)
 CRR_PORTS = (20000, 20063)
 PROBE_PORT = 7777
-REQUIRED_PORTS: tuple[int, ...] = (STREAM_PORT, RR_PORT, *range(CRR_PORTS[0], CRR_PORTS[1] + 1))
+REQUIRED_PORTS: tuple[int, ...] = (
+    STREAM_PORT,
+    RR_PORT,
+    RR_PINNED_PORT,
+    *range(CRR_PORTS[0], CRR_PORTS[1] + 1),
+)
 FILL_PORT_BASE = 30000  # single filler ports 30000..
 RANGE_BASE = 40000  # aligned 16-port ranges 40000-40015, 40016-40031, ... (one LPM entry each)
 RANGE_WIDTH = 16
@@ -192,9 +199,11 @@ def iptables_chain(name: str, plan: FillPlan, client_ip: str, server_ip: str) ->
     workload = [
         f"-A {name} -s {c} -d {s} -p tcp {_iptables_ports(str(STREAM_PORT), '--dport')} -j ACCEPT",
         f"-A {name} -s {c} -d {s} -p tcp {_iptables_ports(str(RR_PORT), '--dport')} -j ACCEPT",
+        f"-A {name} -s {c} -d {s} -p tcp {_iptables_ports(str(RR_PINNED_PORT), '--dport')} -j ACCEPT",
         f"-A {name} -s {c} -d {s} -p tcp {_iptables_ports(crr, '--dport')} -j ACCEPT",
         f"-A {name} -s {s} -d {c} -p tcp {_iptables_ports(str(STREAM_PORT), '--sport')} -j ACCEPT",
         f"-A {name} -s {s} -d {c} -p tcp {_iptables_ports(str(RR_PORT), '--sport')} -j ACCEPT",
+        f"-A {name} -s {s} -d {c} -p tcp {_iptables_ports(str(RR_PINNED_PORT), '--sport')} -j ACCEPT",
         f"-A {name} -s {s} -d {c} -p tcp {_iptables_ports(crr, '--sport')} -j ACCEPT",
     ]
     want = plan.entries - len(workload)

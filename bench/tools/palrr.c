@@ -7,11 +7,12 @@
  *       Prints "ready" once every socket listens. Single thread, epoll.
  *   palrr rr HOST PORT SECONDS [SIZE]
  *       one connection, sequential SIZE-byte request / SIZE-byte response; JSON on stdout.
- *   palrr crr HOST LO-HI SECONDS
+ *   palrr crr HOST LO-HI SECONDS [START]
  *       connect / send 1 byte / receive 1 byte / close, sequentially; destination port rotating over LO..HI and
- *       source port (bound explicitly) stepping through 10000-65535, so no 4-tuple repeats within the
- *       datapath's conntrack lifetimes; counts tuples that did repeat within 12 s (each of those could have
- *       been a conntrack hit instead of a policy decision). The server closes first (its TIME_WAIT).
+ *       source port (bound explicitly) stepping through 10000-65535 from tuple number START (pass the previous
+ *       run's next_tuple), so no 4-tuple repeats within the datapath's conntrack lifetimes, across runs; counts
+ *       tuples that did repeat within 12 s in this run (each of those could have been a conntrack hit instead
+ *       of a policy decision). The server closes first (its TIME_WAIT).
  *   palrr probe HOST PORT WANT SECONDS [TIMEOUT_MS [INTERVAL_MS]]
  *       WANT open|closed: new connection attempts (each one a new flow: a new source port), at most one every
  *       INTERVAL_MS (default 1), each waiting TIMEOUT_MS (default 2) for the handshake, until an attempt has the
@@ -55,7 +56,7 @@ static void die(const char *what)
 static void usage(void)
 {
 	fprintf(stderr, "usage: palrr server --echo PORT [--oneshot LO-HI] | rr HOST PORT SECONDS [SIZE] |"
-			" crr HOST LO-HI SECONDS | probe HOST PORT open|closed SECONDS [TIMEOUT_MS]\n");
+			" crr HOST LO-HI SECONDS [START] | probe HOST PORT open|closed SECONDS [TIMEOUT_MS]\n");
 	exit(2);
 }
 
@@ -292,33 +293,35 @@ static int cmd_crr(int argc, char **argv)
 	int nports = hi - lo + 1;
 	struct sockaddr_in a = addr_of(argv[0], lo);
 	double secs = (double)parse_num(argv[2], 1, 3600);
-	/* last use (ms since start, +1 so 0 = never) of every (destination port, source port) */
+	/* The k-th connection of a run that starts at tuple START uses destination port lo + k % nports and source
+	 * port SPORT_LO + (k / nports) % 55536 (bound explicitly: the kernel's choice is randomized and may repeat
+	 * a tuple within seconds). Successive runs pass the previous run's next_tuple: a 4-tuple comes back only
+	 * after nports x 55536 connections over all runs. */
+	uint64_t k = argc > 3 ? (uint64_t)parse_num(argv[3], 0, 1L << 40) : 0, first = k;
+	/* last use (ms since start, +1 so 0 = never) of every (destination port, source port) in this run */
 	uint32_t *seen = calloc((size_t)nports * 65536u, sizeof(uint32_t));
 	if (!seen)
 		die("calloc");
 	uint64_t start = now_ns(), end = start + (uint64_t)(secs * 1e9), t = start;
 	uint64_t n = 0, errors = 0, reused = 0, busy = 0;
-	int idx = 0, sport = SPORT_LO;
 	char b = 'x';
 	while (t < end) {
+		int idx = (int)(k % (uint64_t)nports);
+		int sport = SPORT_LO + (int)((k / (uint64_t)nports) % (SPORT_HI - SPORT_LO + 1));
+		k++;
 		a.sin_port = htons((uint16_t)(lo + idx));
 		int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
 		if (fd < 0)
 			die("socket");
 		nodelay(fd);
-		/* Source ports chosen here, in order, so a 4-tuple comes back only after nports x 55536
-		 * connections (the kernel's choice is randomized and may repeat one within seconds). */
 		struct sockaddr_in me = {.sin_family = AF_INET, .sin_port = htons((uint16_t)sport)};
 		int one = 1;
 		setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-		if (idx == nports - 1)
-			sport = sport == SPORT_HI ? SPORT_LO : sport + 1;
 		if (bind(fd, (struct sockaddr *)&me, sizeof(me)) < 0) {
 			if (errno != EADDRINUSE)
 				die("bind");
 			busy++;
 			close(fd);
-			idx = (idx + 1) % nports;
 			continue;
 		}
 		struct timeval tv = {.tv_sec = 2};
@@ -343,14 +346,15 @@ static int cmd_crr(int argc, char **argv)
 		}
 		close(fd);
 		n++;
-		idx = (idx + 1) % nports;
 		t = now_ns();
 	}
 	double el = (double)(t - start) / 1e9;
 	printf("{\"mode\": \"crr\", \"connections\": %llu, \"seconds\": %.6f, \"rate\": %.1f, \"errors\": %llu, "
-	       "\"ports\": %d, \"tuples_reused_within_12s\": %llu, \"source_ports_busy\": %llu}\n",
+	       "\"ports\": %d, \"tuples_reused_within_12s\": %llu, \"source_ports_busy\": %llu, "
+	       "\"first_tuple\": %llu, \"next_tuple\": %llu}\n",
 	       (unsigned long long)n, el, (double)n / el, (unsigned long long)errors, nports,
-	       (unsigned long long)reused, (unsigned long long)busy);
+	       (unsigned long long)reused, (unsigned long long)busy, (unsigned long long)first,
+	       (unsigned long long)k);
 	return 0;
 }
 

@@ -4,6 +4,7 @@ parameters (privileged, slow) that must produce every figure and leave nothing b
 from __future__ import annotations
 
 import ipaddress
+import itertools
 import json
 import os
 import shutil
@@ -100,7 +101,7 @@ def test_probe_policy_is_a_one_entry_change() -> None:
 
 
 def test_fill_plan_rejects_what_cannot_hold_the_workload() -> None:
-    with pytest.raises(dm.BenchError, match="entries: at least 66"):
+    with pytest.raises(dm.BenchError, match="entries: at least 67"):
         dm.fill_plan(10)
     with pytest.raises(dm.BenchError, match="ports_per_peer"):
         dm.fill_plan(1000, ports_per_peer=20)
@@ -152,8 +153,8 @@ def test_iptables_chain_has_n_rules_and_the_workload_walks_them(n: int) -> None:
     ch = dm.iptables_chain("PALBX", dm.fill_plan(n), c, s)
     assert len(ch.rules) == n + 1 and ch.rules[-1] == "-A PALBX -j DROP"
     assert len(set(ch.rules)) == len(ch.rules), "no duplicate rules"
-    assert ch.traversed == n - 6
-    for dport in (dm.STREAM_PORT, dm.RR_PORT, dm.CRR_PORTS[0], dm.CRR_PORTS[1]):
+    assert ch.traversed == n - 8
+    for dport in (dm.STREAM_PORT, dm.RR_PORT, dm.RR_PINNED_PORT, dm.CRR_PORTS[0], dm.CRR_PORTS[1]):
         i, target = _first(ch, c, s, 40000, dport)
         assert target == "ACCEPT" and i >= ch.traversed, (dport, i)
         i, target = _first(ch, s, c, dport, 40000)  # the reply
@@ -314,11 +315,15 @@ def test_quick_run_produces_every_figure_and_cleans_up(tmp_path: Path) -> None:
     assert [c for c in configs if pods["checks"][c]["probe_port_open"]] == ["a"]
     summary = {(s["config"], s["workload"]): s for s in pods["summary"]}
     for c in configs:
-        for wl in ("stream", "rr", "crr"):
+        for wl in ("stream", "rr", "rr-1cpu", "crr"):
             s = summary[(c, wl)]
             assert s["median"] > 0 and s["ratio"] is not None and s["ratio"] > 0
     assert summary[("a", "rr")]["ratio"] == 1.0
-    assert all(x["extra"]["reused"] == 0 for x in pods["samples"] if x["workload"] == "crr")
+    crr = [x["extra"] for x in pods["samples"] if x["workload"] == "crr"]
+    assert all(x["reused"] == 0 for x in crr)
+    # the runs' 4-tuple ranges follow each other: no run reuses a tuple of an earlier one
+    ranges = [x["tuples"] for x in crr]
+    assert ranges[0][0] > 0 and all(b[0] == a[1] for a, b in itertools.pairwise(ranges))
     assert [sw["held"] for sw in pods["size_switches"]] == [sw["to"] for sw in pods["size_switches"]]
     assert {p["via"] for p in pods["policy_change"]} == {"cli", "rpc"}
     for p in pods["policy_change"]:
