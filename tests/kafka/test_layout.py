@@ -588,7 +588,7 @@ def _with_ids(x: Any, ids: list[str]) -> Any:
 
 def test_id_cases_cover_fetch_metadata_and_delete_topics() -> None:
     keys = {k for k, _ in ID_CASES}
-    assert keys == {1, 3, 20}
+    assert keys == {1, 3, 20, 68, 78, 79}  # Fetch v13+, Metadata v10+, DeleteTopics v6, KIP-848, share groups
 
 
 def test_walker_reports_references_before_an_error() -> None:

@@ -76,9 +76,18 @@ TOPIC_BEARING_API_KEYS: frozenset[int] = frozenset(
         23,  # OffsetForLeaderEpoch
         24,  # AddPartitionsToTxn
         28,  # TxnOffsetCommit
+        34,  # AlterReplicaLogDirs
+        35,  # DescribeLogDirs
         37,  # CreatePartitions
+        43,  # ElectLeaders
+        45,  # AlterPartitionReassignments
+        46,  # ListPartitionReassignments
         47,  # OffsetDelete
+        61,  # DescribeProducers
+        68,  # ConsumerGroupHeartbeat (KIP-848: SubscribedTopicNames)
         75,  # DescribeTopicPartitions
+        78,  # ShareFetch (by topic id)
+        79,  # ShareAcknowledge (by topic id)
     }
 )
 
