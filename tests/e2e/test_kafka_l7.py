@@ -124,3 +124,31 @@ def test_article_observe_command_shows_the_drops(agent: TestAgent, kafka: dict[s
     assert isinstance(k["api_version"], int) and isinstance(k["correlation_id"], int)
     # every drop from the denied consume attempts too: a fetch or list-offsets by ingestion-service
     assert any(x["l7"]["kafka"]["api_key"] in ("fetch", "offsets") for x in l7), [x["l7"] for x in l7]
+
+
+def test_fetch_by_topic_id_is_policed_by_the_topic_name(agent: TestAgent, kafka: dict[str, str]) -> None:
+    """A Fetch v16 names its topic only by id: the agent learns ids from the brokers it polices, the kernel
+    resolves the id to the name and applies the topic rule; an id nobody knows is denied (fail closed)."""
+    from palisade.agent.kafka_ids import fetch_topic_ids
+
+    ids = {name: tid for tid, name in fetch_topic_ids(kafka["broker"], 9092).items()}
+    assert "alpha-telemetry" in ids and "forbidden-topic" in ids
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        st = json.loads(agent.cli("status", "-o", "json").stdout)
+        if (st.get("kafka_topic_ids") or {}).get("known", 0) >= 2:
+            break
+        time.sleep(0.5)
+    else:
+        pytest.fail(f"the agent did not learn the topic ids: {st.get('kafka_topic_ids')}")
+
+    def fetch(topic_id: str) -> bool:
+        r = agent.exec(NS, "processing-service", PY, str(HELPERS / "kafka_raw.py"), "fetch-by-id", kafka["boot"], topic_id)
+        return r.returncode == 0
+
+    assert fetch(ids["alpha-telemetry"]), "consume role, allowed topic, by id"
+    assert not fetch(ids["forbidden-topic"]), "a topic the rule does not name, by id"
+    assert not fetch("5f0c7b52-2c1e-4a4e-9e55-6b1a0a2f0c99"), "an unknown id fails closed"
+    drops = agent.flows("--from-pod", f"{NS}/processing-service", "--verdict", "DROPPED", "--to-port", "9092")
+    reasons = {f["drop_reason_desc"] for f in drops if f.get("l7")}
+    assert "L7_UNKNOWN_TOPIC_ID" in reasons and "POLICY_DENIED" in reasons, reasons

@@ -290,6 +290,13 @@ def agent_status(agent: Agent) -> dict[str, Any]:
             "lost": lost,
         },
         "runtime_security": sensor,
+        "kafka_topic_ids": None
+        if agent.topic_ids is None
+        else {
+            "known": len(agent.topic_ids.known),
+            "refreshes": agent.topic_ids.refreshes,
+            "errors": dict(agent.topic_ids.errors),
+        },
         "problems": problems,
         "warnings": agent.warnings_at_start,
     }

@@ -67,6 +67,7 @@ class Agent:
         self.sensor: Any = None  # palisade.runtime.sensor.RuntimeSensor
         self.pod_resolver: Any = None
         self.kafka_maps: Any = None
+        self.topic_ids: Any = None  # agent.kafka_ids.TopicIdLearner
         self.pipeline: Any = None
         self.flow_store: Any = None
         self.metrics: Any = None
@@ -255,6 +256,9 @@ class Agent:
         """Stop serving. Pinned maps, TC filters and cgroup hooks stay (enforcement continues) unless
         ``teardown``, which removes every pod and everything Palisade put in the kernel."""
         self._stop.set()
+        if self.topic_ids is not None:
+            self.topic_ids.stop()
+            self.topic_ids = None
         if self._observer is not None:
             self._observer.close()
         if self._server is not None:
@@ -778,7 +782,25 @@ class Agent:
 
     # ================================================================================= threads
 
+    def _l7_brokers(self) -> list[tuple[str, int]]:
+        """(ip, port) of every endpoint port with an L7 (Kafka) ingress ruleset."""
+        out: set[tuple[str, int]] = set()
+        with self.lock:
+            for st in list(self.sync.endpoints.values()) if self.sync else []:
+                if not st.l7_ingress or not st.ip:
+                    continue
+                for kb, vb in list(st.entries.items()):
+                    k = abi.pal_policy_key.from_buffer_copy(kb)
+                    if k.egress == 0 and vb[0] & abi.POLICY_L7 and k.prefixlen == abi.POLICY_PREFIX_FULL:
+                        out.add((st.ip, int.from_bytes(kb[14:16], "big")))
+        return sorted(out)
+
     def _start_threads(self) -> None:
+        if self.kafka_maps is not None:
+            from palisade.agent.kafka_ids import TopicIdLearner
+
+            self.topic_ids = TopicIdLearner(self._l7_brokers, self.kafka_maps.set_topic_ids)
+            self.topic_ids.start()
         t = threading.Thread(target=self._read_events, name="palisade-events", daemon=True)
         t.start()
         self._threads.append(t)
@@ -795,9 +817,13 @@ class Agent:
 
         def on_record(data: Any) -> None:
             try:
-                batch.append(decode(data, offset))
+                ev = decode(data, offset)
             except EventDecodeError:
                 self.events_bad += 1
+                return
+            if ev.drop_reason == abi.DROP_L7_UNKNOWN_TOPIC_ID and self.topic_ids is not None:
+                self.topic_ids.poke()  # a topic was (re-)created: learn its id now
+            batch.append(ev)
 
         rb = RingBuffer(self.datapath.maps["pal_events"], on_record)
         try:
