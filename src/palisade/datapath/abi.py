@@ -365,7 +365,7 @@ MIRRORS: tuple[tuple[type[C.Structure], str, str], ...] = (
     (pal_cfg, "pal_cfg", "lxc"),
     (pal_metrics_key, "pal_metrics_key", "lxc"),
     (pal_metrics_val, "pal_metrics_val", "lxc"),
-    (pal_flow_event, "pal_flow_event", "lxc"),
+    (pal_flow_event, "pal_flow_event", "kafka"),  # in kafka.bpf.o's BTF as part of pal_kafka_event
     (pal_kafka_event, "pal_kafka_event", "kafka"),
     (pal_kafka_sock_key, "pal_kafka_sock_key", "kafka"),
     (pal_kafka_ruleset, "pal_kafka_ruleset", "kafka"),
