@@ -824,6 +824,10 @@ class Agent:
             if ev.drop_reason == abi.DROP_L7_UNKNOWN_TOPIC_ID and self.topic_ids is not None:
                 self.topic_ids.poke()  # a topic was (re-)created: learn its id now
             batch.append(ev)
+            if len(batch) >= 1024:  # poll() returns only when the ring is empty: under load, hand over now
+                self.events_read += len(batch)
+                self.pipeline.ingest(batch[:])
+                batch.clear()
 
         rb = RingBuffer(self.datapath.maps["pal_events"], on_record)
         try:
