@@ -34,6 +34,7 @@ def kcat(bootstrap: str, topic: str, path: str) -> dict[str, object]:
         "wall_s": wall,
         "rc": r.returncode,
         "errors": [ln for ln in err.splitlines() if "ERROR" in ln][:5],
+        "stderr_tail": err[-2000:],
     }
 
 

@@ -16,8 +16,8 @@ enforced runs and stay put otherwise, and l7_denied must stay put (nothing of th
 
 Per (round, mode), from the producer pod (`palisade pod exec`):
 - throughput: kcat -P of N x 100-byte lines (default 1M), acks=1, linger.ms=5, one partition; wall time of
-  the kcat process incl. its start (WIRE-NOTES §5). Delivery is checked: the partition's high watermark
-  (read from the node) grows by exactly N.
+  the kcat process incl. its start (WIRE-NOTES §5). Delivery is checked: a marker message produced from the node
+  before and after the run gets offsets exactly N + 1 apart.
 - latency: confluent-kafka produce -> delivery report with one in flight, linger.ms=0, acks=1, n=2000
   (after 200 untimed): p50 / p90 / p99.
 Modes are interleaved (the order rotates every round); the broker is restarted at the start of every round
@@ -122,16 +122,19 @@ class Cluster:
         self.mode = mode
         time.sleep(0.5)
 
-    def high_watermark(self) -> int:
-        from confluent_kafka import Consumer, TopicPartition
+    def marker(self) -> int:
+        """Produce one message from the node and return its offset. Two markers around a kcat run prove
+        that every message of the run was stored (tansu's ListOffsets "latest" answers the last batch's base
+        offset, not the high watermark, so it cannot be used)."""
+        from confluent_kafka import Producer
 
-        c = Consumer({"bootstrap.servers": self.boot, "group.id": "palisade-bench-hw", "enable.auto.commit": False,
-                      "socket.timeout.ms": 20000})  # fmt: skip
-        try:
-            _lo, hi = c.get_watermark_offsets(TopicPartition(TOPIC, 0), timeout=20)
-        finally:
-            c.close()
-        return int(hi)
+        got: list[Any] = []
+        p = Producer({"bootstrap.servers": self.boot, "acks": 1, "linger.ms": 0, "message.timeout.ms": 20000})
+        p.produce(TOPIC, b"marker", partition=0, on_delivery=lambda err, msg: got.append(err or msg))
+        p.flush(25)
+        if not got or not hasattr(got[0], "offset"):
+            raise BenchError(f"marker message not delivered: {got}")
+        return int(got[0].offset())
 
     def client(self, *args: str, timeout: float = 900) -> dict[str, Any]:
         r = self.agent.exec(PRODUCER_NS, "producer", PY, CLIENT, *args, timeout=timeout)
@@ -186,13 +189,13 @@ def check_mode(mode: str, frames: int, denied: int, what: str) -> None:
 def one(cl: Cluster, rnd: int, mode: str, msgfile: str, messages: int, lat_n: int) -> Run:
     cl.set_mode(mode)
     f0, d0 = l7_counters(cl.agent)
-    hw0 = cl.high_watermark()
+    m0 = cl.marker()
     b0 = machine_busy()
     t = cl.client("kcat", cl.boot, TOPIC, msgfile)
     b1 = machine_busy()
     if t["rc"] != 0 or t["errors"]:
         raise BenchError(f"kcat ({mode}): exit {t['rc']}: {t['errors']}")
-    hw1 = cl.high_watermark()
+    m1 = cl.marker()
     f1, _ = l7_counters(cl.agent)
     lat = cl.client("latency", cl.boot, TOPIC, str(lat_n))
     b2 = machine_busy()
@@ -204,7 +207,7 @@ def one(cl: Cluster, rnd: int, mode: str, msgfile: str, messages: int, lat_n: in
         mode=mode,
         messages=messages,
         wall_s=float(t["wall_s"]),
-        delivered=hw1 - hw0,
+        delivered=m1 - m0 - 1,
         lat_us=[float(x) for x in lat["lat_us"]],
         l7_frames_tput=f1 - f0,
         l7_frames_lat=f2 - f1,
@@ -213,7 +216,9 @@ def one(cl: Cluster, rnd: int, mode: str, msgfile: str, messages: int, lat_n: in
         busy_lat=(b2[0] - b1[0]) / max(1, b2[1] - b1[1]),
     )
     if run.delivered != messages:
-        raise BenchError(f"{mode}: high watermark grew by {run.delivered}, {messages} were produced")
+        raise BenchError(
+            f"{mode}: {run.delivered} messages stored between the markers, {messages} produced: {t['stderr_tail']}"
+        )
     check_mode(mode, run.l7_frames_tput, 0, "throughput run")
     check_mode(mode, run.l7_frames_lat, run.l7_denied, "latency run")
     return run
