@@ -1,11 +1,15 @@
-"""Runs inside the producer pod for bench/kafka_produce.py (via `palisade pod exec`); prints one JSON line.
+"""Runs inside a producer pod for bench/kafka_produce.py (via `palisade pod exec`).
 
 _kafka_client.py kcat BOOTSTRAP TOPIC FILE    kcat -P of every line of FILE (acks=1, linger.ms=5) with the
-                                              librdkafka bundled in confluent-kafka; wall time of the
-                                              kcat process, start to exit (WIRE-NOTES §5's method)
-_kafka_client.py latency BOOTSTRAP TOPIC N    confluent-kafka produce -> delivery report, one in flight,
-                                              linger.ms=0, acks=1, 100-byte values; N timed after 200
-                                              untimed (connection set up, metadata known)
+                                              librdkafka bundled in confluent-kafka; prints one JSON line
+                                              with the wall time of the kcat process, start to exit
+                                              (WIRE-NOTES §5's method)
+_kafka_client.py latency BOOTSTRAP TOPIC      confluent-kafka produce -> delivery report, one in flight,
+                                              linger.ms=0, acks=1, 100-byte values. After 200 untimed
+                                              (connection up, metadata known) it prints "ready"; then
+                                              each line "N" on stdin runs N timed produces and prints
+                                              one JSON line; "quit" (or EOF) ends it. The benchmark
+                                              interleaves small chunks of two such clients.
 """
 
 from __future__ import annotations
@@ -38,7 +42,7 @@ def kcat(bootstrap: str, topic: str, path: str) -> dict[str, object]:
     }
 
 
-def latency(bootstrap: str, topic: str, n: int) -> dict[str, object]:
+def latency(bootstrap: str, topic: str) -> int:
     from confluent_kafka import Producer
 
     p = Producer(
@@ -51,37 +55,46 @@ def latency(bootstrap: str, topic: str, n: int) -> dict[str, object]:
         }
     )
     value = b"x" * 100
-    lat: list[float] = []
     errors: list[str] = []
-    for i in range(200 + n):
-        done: list[int] = []
 
-        def cb(err: object, _msg: object, done: list[int] = done) -> None:
-            done.append(time.perf_counter_ns())
-            if err is not None:
-                errors.append(str(err))
+    def timed(n: int) -> list[float]:
+        lat: list[float] = []
+        for _ in range(n):
+            done: list[int] = []
 
-        t0 = time.perf_counter_ns()
-        p.produce(topic, value, partition=0, on_delivery=cb)
-        while not done:
-            p.poll(1.0)
-        if i >= 200:
+            def cb(err: object, _msg: object, done: list[int] = done) -> None:
+                done.append(time.perf_counter_ns())
+                if err is not None:
+                    errors.append(str(err))
+
+            t0 = time.perf_counter_ns()
+            p.produce(topic, value, partition=0, on_delivery=cb)
+            while not done:
+                p.poll(1.0)
             lat.append((done[0] - t0) / 1000)
+        return lat
+
+    timed(200)
+    print("ready", flush=True)
+    for line in sys.stdin:
+        cmd = line.strip()
+        if cmd == "quit":
+            break
+        lat = timed(int(cmd))
+        print(json.dumps({"lat_us": lat, "errors": errors[:5], "n_errors": len(errors)}), flush=True)
     p.flush(10)
-    return {"lat_us": lat, "errors": errors[:5], "n_errors": len(errors)}
+    return 0
 
 
 def main() -> int:
     cmd = sys.argv[1]
     if cmd == "kcat":
-        out = kcat(sys.argv[2], sys.argv[3], sys.argv[4])
-    elif cmd == "latency":
-        out = latency(sys.argv[2], sys.argv[3], int(sys.argv[4]))
-    else:
-        print(f"unknown command {cmd!r}", file=sys.stderr)
-        return 2
-    print(json.dumps(out), flush=True)
-    return 0
+        print(json.dumps(kcat(sys.argv[2], sys.argv[3], sys.argv[4])), flush=True)
+        return 0
+    if cmd == "latency":
+        return latency(sys.argv[2], sys.argv[3])
+    print(f"unknown command {cmd!r}", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":
