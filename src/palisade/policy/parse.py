@@ -22,8 +22,9 @@ from __future__ import annotations
 import difflib
 import ipaddress
 import re
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from functools import partial
+from typing import Any, TypeVar
 
 from palisade.errors import PolicyError, PolicyErrors
 from palisade.identity.labels import (
@@ -64,6 +65,7 @@ from palisade.policy.model import (
     Selector,
 )
 from palisade.resources import Document, PolicyWarning
+from palisade.validation import join_path, type_name
 
 ENTITIES = (
     "all",
@@ -80,6 +82,8 @@ ENTITIES = (
     "ingress",
     "none",
 )
+
+_T = TypeVar("_T")
 
 TOPIC_RE = re.compile(r"^[a-zA-Z0-9._-]+$")
 DNS_LABEL_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
@@ -149,28 +153,6 @@ _UNSUPPORTED_PEERS = {
 }
 
 
-def _typename(v: object) -> str:
-    if v is None:
-        return "null"
-    if isinstance(v, bool):
-        return "boolean"
-    if isinstance(v, int):
-        return "integer"
-    if isinstance(v, float):
-        return "number"
-    if isinstance(v, str):
-        return "string"
-    if isinstance(v, Mapping):
-        return "mapping"
-    if isinstance(v, list | tuple):
-        return "list"
-    return type(v).__name__
-
-
-def _join(path: str, key: str) -> str:
-    return f"{path}.{key}" if path else key
-
-
 class _Ctx:
     """Collects errors and warnings of one document."""
 
@@ -187,18 +169,18 @@ class _Ctx:
     def mapping(self, v: object, path: str) -> Mapping[str, Any] | None:
         if isinstance(v, Mapping):
             return v
-        self.err(path, f"expected a mapping, got {_typename(v)}")
+        self.err(path, f"expected a mapping, got {type_name(v)}")
         return None
 
     def seq(self, v: object, path: str) -> list[Any] | None:
         if isinstance(v, list):
             return v
-        self.err(path, f"expected a list, got {_typename(v)}")
+        self.err(path, f"expected a list, got {type_name(v)}")
         return None
 
     def string(self, v: object, path: str, *, empty_ok: bool = False) -> str | None:
         if not isinstance(v, str):
-            self.err(path, f"expected a string, got {_typename(v)}")
+            self.err(path, f"expected a string, got {type_name(v)}")
             return None
         if not v and not empty_ok:
             self.err(path, "must not be empty")
@@ -208,8 +190,42 @@ class _Ctx:
     def boolean(self, v: object, path: str) -> bool | None:
         if isinstance(v, bool):
             return v
-        self.err(path, f"expected true or false, got {_typename(v)}")
+        self.err(path, f"expected true or false, got {type_name(v)}")
         return None
+
+    def integer(self, v: object, path: str) -> int | None:
+        if isinstance(v, bool) or not isinstance(v, int):
+            self.err(path, f"expected an integer, got {type_name(v)}")
+            return None
+        return v
+
+    def each(self, m: Mapping[str, Any], key: str, path: str) -> Iterator[tuple[str, Any]]:
+        """(``path.key[i]``, item) for every item of the optional list ``m[key]`` (absent or null: none)."""
+        v = m.get(key)
+        if v is not None:
+            lp = join_path(path, key)
+            for i, item in enumerate(self.seq(v, lp) or []):
+                yield f"{lp}[{i}]", item
+
+    def mappings(
+        self, v: object, path: str, parse: Callable[[Mapping[str, Any], str], _T | None]
+    ) -> list[_T] | None:
+        """``parse(item, path[i])`` for every item of a list of mappings. Every item is checked (all errors are
+        reported); None if ``v`` is not a list, an item is not a mapping or ``parse`` returned None."""
+        items = self.seq(v, path)
+        if items is None:
+            return None
+        out: list[_T] = []
+        ok = True
+        for i, item in enumerate(items):
+            p = f"{path}[{i}]"
+            m = self.mapping(item, p)
+            parsed = None if m is None else parse(m, p)
+            if parsed is None:
+                ok = False
+            else:
+                out.append(parsed)
+        return out if ok else None
 
     def fields(
         self,
@@ -220,16 +236,16 @@ class _Ctx:
     ) -> None:
         for k in m:
             if not isinstance(k, str):
-                self.err(path, f"field names must be strings, got {_typename(k)} {k!r}")
+                self.err(path, f"field names must be strings, got {type_name(k)} {k!r}")
                 continue
             if k in allowed:
                 continue
             if unsupported and k in unsupported:
-                self.err(_join(path, k), unsupported[k])
+                self.err(join_path(path, k), unsupported[k])
                 continue
             close = difflib.get_close_matches(k, [*allowed, *(unsupported or {})], n=1)
             hint = f" (did you mean {close[0]}?)" if close else f" (allowed: {', '.join(allowed)})"
-            self.err(_join(path, k), "unknown field" + hint)
+            self.err(join_path(path, k), "unknown field" + hint)
 
 
 # --- selectors --------------------------------------------------------------------------------------------
@@ -239,7 +255,7 @@ def _label_key(
     ctx: _Ctx, key: object, path: str, *, default_source: str = SOURCE_ANY
 ) -> tuple[str, str] | None:
     if not isinstance(key, str) or not key:
-        ctx.err(path, f"label key must be a non-empty string, got {_typename(key)}")
+        ctx.err(path, f"label key must be a non-empty string, got {type_name(key)}")
         return None
     source, k = split_source(key, default_source)
     if source not in KNOWN_SOURCES:
@@ -258,7 +274,7 @@ def _label_value(ctx: _Ctx, v: object, path: str) -> str | None:
         return ""
     if isinstance(v, str):
         return v
-    ctx.err(path, f"label value must be a string, got {_typename(v)} {v!r} (quote it)")
+    ctx.err(path, f"label value must be a string, got {type_name(v)} {v!r} (quote it)")
     return None
 
 
@@ -275,7 +291,7 @@ def _parse_label_selector(
     ok = True
     ml = m.get("matchLabels")
     if ml is not None:
-        mlm = ctx.mapping(ml, _join(path, "matchLabels"))
+        mlm = ctx.mapping(ml, join_path(path, "matchLabels"))
         if mlm is None:
             ok = False
         else:
@@ -290,53 +306,49 @@ def _parse_label_selector(
                 text.append(f"{k}={value}")
     me = m.get("matchExpressions")
     if me is not None:
-        items = ctx.seq(me, _join(path, "matchExpressions"))
-        if items is None:
+        expression = partial(_match_expression, ctx, default_source=default_source, key_prefix=key_prefix)
+        exprs = ctx.mappings(me, join_path(path, "matchExpressions"), expression)
+        if exprs is None:
             ok = False
         else:
-            for i, item in enumerate(items):
-                p = f"{path}.matchExpressions[{i}]"
-                im = ctx.mapping(item, p)
-                if im is None:
-                    ok = False
-                    continue
-                ctx.fields(im, p, ("key", "operator", "values"))
-                sk = _label_key(ctx, im.get("key"), _join(p, "key"), default_source=default_source)
-                op = im.get("operator")
-                if op not in OPERATORS:
-                    ctx.err(_join(p, "operator"), f"must be one of {', '.join(OPERATORS)}, got {op!r}")
-                    ok = False
-                    continue
-                raw_values = im.get("values")
-                values: list[str] = []
-                if raw_values is not None:
-                    vs = ctx.seq(raw_values, _join(p, "values"))
-                    if vs is None:
-                        ok = False
-                        continue
-                    for j, x in enumerate(vs):
-                        sv = _label_value(ctx, x, f"{p}.values[{j}]")
-                        if sv is None:
-                            ok = False
-                        else:
-                            values.append(sv)
-                if op in (OP_IN, OP_NOT_IN) and not values:
-                    ctx.err(_join(p, "values"), f"operator {op} needs at least one value")
-                    ok = False
-                    continue
-                if op in (OP_EXISTS, OP_DOES_NOT_EXIST) and values:
-                    ctx.err(_join(p, "values"), f"operator {op} takes no values")
-                    ok = False
-                    continue
-                if sk is None:
-                    ok = False
-                    continue
-                req = Requirement(sk[0], key_prefix + sk[1], str(op), tuple(sorted(set(values))))
-                reqs.append(req)
-                text.append(str(req))
+            reqs.extend(exprs)
+            text.extend(str(req) for req in exprs)
     if not ok:
         return None
     return reqs, ",".join(text) if text else "all endpoints"
+
+
+def _match_expression(
+    ctx: _Ctx, im: Mapping[str, Any], p: str, *, default_source: str, key_prefix: str
+) -> Requirement | None:
+    ctx.fields(im, p, ("key", "operator", "values"))
+    sk = _label_key(ctx, im.get("key"), join_path(p, "key"), default_source=default_source)
+    op = im.get("operator")
+    if op not in OPERATORS:
+        ctx.err(join_path(p, "operator"), f"must be one of {', '.join(OPERATORS)}, got {op!r}")
+        return None
+    raw_values = im.get("values")
+    values: list[str] = []
+    values_ok = True
+    if raw_values is not None:
+        vs = ctx.seq(raw_values, join_path(p, "values"))
+        if vs is None:
+            return None
+        for j, x in enumerate(vs):
+            sv = _label_value(ctx, x, f"{p}.values[{j}]")
+            if sv is None:
+                values_ok = False
+            else:
+                values.append(sv)
+    if op in (OP_IN, OP_NOT_IN) and not values:
+        ctx.err(join_path(p, "values"), f"operator {op} needs at least one value")
+        return None
+    if op in (OP_EXISTS, OP_DOES_NOT_EXIST) and values:
+        ctx.err(join_path(p, "values"), f"operator {op} takes no values")
+        return None
+    if sk is None or not values_ok:
+        return None
+    return Requirement(sk[0], key_prefix + sk[1], str(op), tuple(sorted(set(values))))
 
 
 def _has_key(reqs: Sequence[Requirement], sources: Sequence[str], key: str) -> bool:
@@ -382,7 +394,7 @@ def _cidr(ctx: _Ctx, v: object, path: str) -> IPNetwork | None:
 
 def _port_number(ctx: _Ctx, v: object, path: str, *, knp: bool = False) -> int | None:
     if isinstance(v, bool):
-        ctx.err(path, f"expected a port number, got {_typename(v)}")
+        ctx.err(path, f"expected a port number, got {type_name(v)}")
         return None
     if isinstance(v, int):
         n = v
@@ -402,7 +414,7 @@ def _port_number(ctx: _Ctx, v: object, path: str, *, knp: bool = False) -> int |
             return None
         n = int(v)
     else:
-        ctx.err(path, f"expected a port number, got {_typename(v)}")
+        ctx.err(path, f"expected a port number, got {type_name(v)}")
         return None
     if not 0 <= n <= 65535:
         ctx.err(path, f"port {n} out of range 0-65535")
@@ -414,7 +426,7 @@ def _protocol(ctx: _Ctx, v: object, path: str, default: str, allowed: Sequence[s
     if v is None:
         return default
     if not isinstance(v, str):
-        ctx.err(path, f"expected a protocol name, got {_typename(v)}")
+        ctx.err(path, f"expected a protocol name, got {type_name(v)}")
         return None
     p = v.upper()
     if p not in allowed:
@@ -423,326 +435,278 @@ def _protocol(ctx: _Ctx, v: object, path: str, default: str, allowed: Sequence[s
     return p
 
 
-def _port_protocols(ctx: _Ctx, v: object, path: str, *, has_l7: bool) -> list[PortProtocol] | None:
-    items = ctx.seq(v, path)
-    if items is None:
+def _port_range(ctx: _Ctx, port: int | None, end: int, path: str) -> bool:
+    """endPort ``end`` after ``port``: there is a first port and the range is ordered."""
+    if not port:
+        ctx.err(path, "endPort needs port (the first port of the range)")
+        return False
+    if not port <= end <= 65535:
+        ctx.err(path, f"endPort {end} must be between port {port} and 65535")
+        return False
+    return True
+
+
+def _port_protocol(ctx: _Ctx, m: Mapping[str, Any], p: str, *, has_l7: bool) -> PortProtocol | None:
+    ctx.fields(m, p, ("port", "endPort", "protocol"))
+    proto = _protocol(ctx, m.get("protocol"), join_path(p, "protocol"), "ANY", ("TCP", "UDP", "SCTP", "ANY"))
+    port = 0 if m.get("port") in (None, "") else _port_number(ctx, m.get("port"), join_path(p, "port"))
+    end: int | None = None
+    if m.get("endPort") is not None:
+        end = ctx.integer(m.get("endPort"), join_path(p, "endPort"))
+        if end is None:
+            return None
+    if proto is None or port is None:
         return None
-    out: list[PortProtocol] = []
-    ok = True
-    for i, item in enumerate(items):
-        p = f"{path}[{i}]"
-        m = ctx.mapping(item, p)
-        if m is None:
-            ok = False
-            continue
-        ctx.fields(m, p, ("port", "endPort", "protocol"))
-        proto = _protocol(ctx, m.get("protocol"), _join(p, "protocol"), "ANY", ("TCP", "UDP", "SCTP", "ANY"))
-        port = 0 if m.get("port") in (None, "") else _port_number(ctx, m.get("port"), _join(p, "port"))
-        end: int | None = None
-        if m.get("endPort") is not None:
-            ev = m.get("endPort")
-            if isinstance(ev, bool) or not isinstance(ev, int):
-                ctx.err(_join(p, "endPort"), f"expected an integer, got {_typename(ev)}")
-                ok = False
-                continue
-            end = ev
-        if proto is None or port is None:
-            ok = False
-            continue
-        if end is not None:
-            if port == 0:
-                ctx.err(_join(p, "endPort"), "endPort needs port (the first port of the range)")
-                ok = False
-                continue
-            if not port <= end <= 65535:
-                ctx.err(_join(p, "endPort"), f"endPort {end} must be between port {port} and 65535")
-                ok = False
-                continue
-        if has_l7:
-            if proto not in ("TCP", "ANY"):
-                ctx.err(_join(p, "protocol"), f"L7 rules apply to TCP only, not {proto}")
-                ok = False
-                continue
-            if port == 0:
-                ctx.err(_join(p, "port"), "L7 rules need a specific port")
-                ok = False
-                continue
-            if end is not None and end != port:
-                ctx.err(_join(p, "endPort"), "L7 rules cannot be applied to a port range")
-                ok = False
-                continue
-        out.append(PortProtocol(port, end if end is not None else port, proto))
-    return out if ok else None
-
-
-def _kafka_rules(ctx: _Ctx, v: object, path: str) -> list[KafkaRule] | None:
-    items = ctx.seq(v, path)
-    if items is None:
+    if end is not None and not _port_range(ctx, port, end, join_path(p, "endPort")):
         return None
-    out: list[KafkaRule] = []
-    ok = True
-    for i, item in enumerate(items):
-        p = f"{path}[{i}]"
-        m = ctx.mapping(item, p)
-        if m is None:
-            ok = False
-            continue
-        n_err = len(ctx.errors)
-        ctx.fields(m, p, ("role", "apiKey", "apiVersion", "clientID", "topic"))
-        role: str | None = None
-        if m.get("role") is not None:
-            r = ctx.string(m.get("role"), _join(p, "role"))
-            if r is not None:
-                role = r.lower()
-                if role not in ROLE_API_KEYS:
-                    ctx.err(_join(p, "role"), f"unknown role {r!r} (allowed: produce, consume)")
-                    role = None
-        api_key: apikeys.ApiKey | None = None
-        raw_key = m.get("apiKey")
-        if raw_key is not None:
-            if isinstance(raw_key, bool) or not isinstance(raw_key, str | int):
-                ctx.err(_join(p, "apiKey"), f"expected an API key name or number, got {_typename(raw_key)}")
-            else:
-                api_key = apikeys.lookup(raw_key)
-                if api_key is None:
-                    ctx.err(_join(p, "apiKey"), f"unknown Kafka apiKey {raw_key!r}")
-        version: int | None = None
-        raw_ver = m.get("apiVersion")
-        if raw_ver is not None:
-            if isinstance(raw_ver, int) and not isinstance(raw_ver, bool):
-                version = raw_ver
-            elif isinstance(raw_ver, str) and raw_ver.isdigit():
-                version = int(raw_ver)
-            else:
-                ctx.err(
-                    _join(p, "apiVersion"), f"expected a version number, got {_typename(raw_ver)} {raw_ver!r}"
-                )
-            if version is not None and not 0 <= version <= 32767:
-                ctx.err(_join(p, "apiVersion"), f"version {version} out of range 0-32767")
-                version = None
-        client_id: str | None = None
-        if m.get("clientID") is not None:
-            client_id = ctx.string(m.get("clientID"), _join(p, "clientID"))
-        topic: str | None = None
-        if m.get("topic") is not None:
-            t = ctx.string(m.get("topic"), _join(p, "topic"), empty_ok=True)
-            if t is not None:
-                if not t:
-                    ctx.err(_join(p, "topic"), "must not be empty (omit topic to allow every topic)")
-                elif len(t) > TOPIC_MAX_LEN:
-                    ctx.err(
-                        _join(p, "topic"),
-                        f"topic is {len(t)} characters long, the maximum is {TOPIC_MAX_LEN}",
-                    )
-                elif not TOPIC_RE.match(t):
-                    bad = sorted({c for c in t if not re.match(r"[a-zA-Z0-9._-]", c)})
-                    ctx.err(
-                        _join(p, "topic"),
-                        f"invalid topic {t!r}: only letters, digits, '.', '_' and '-' are allowed "
-                        f"(found {', '.join(repr(c) for c in bad)})",
-                    )
-                else:
-                    topic = t
-        keys: frozenset[int] | None = None
-        if role is not None and api_key is not None:
-            role_keys = ROLE_API_KEYS[role]
-            if api_key.key in role_keys:
-                names = ", ".join(apikeys.name_of(k) for k in sorted(role_keys))
-                ctx.warn(
-                    p,
-                    f"role and apiKey both set (Cilium rejects this): using role {role!r} = {names} "
-                    f"which includes apiKey {raw_key!r}",
-                )
-                keys = role_keys
-            else:
-                ctx.err(
-                    _join(p, "apiKey"),
-                    f"apiKey {raw_key!r} ({api_key.name}) is not part of role {role!r}; set either role or "
-                    "apiKey (Cilium rejects both together)",
-                )
-        elif role is not None:
-            keys = ROLE_API_KEYS[role]
-        elif api_key is not None:
-            keys = frozenset({api_key.key})
-        if len(ctx.errors) != n_err:
-            ok = False
-            continue
-        out.append(KafkaRule(keys, version, client_id, topic))
-    return out if ok else None
+    if has_l7:
+        if proto not in ("TCP", "ANY"):
+            ctx.err(join_path(p, "protocol"), f"L7 rules apply to TCP only, not {proto}")
+            return None
+        if port == 0:
+            ctx.err(join_path(p, "port"), "L7 rules need a specific port")
+            return None
+        if end is not None and end != port:
+            ctx.err(join_path(p, "endPort"), "L7 rules cannot be applied to a port range")
+            return None
+    return PortProtocol(port, end if end is not None else port, proto)
 
 
-def _http_rules(ctx: _Ctx, v: object, path: str) -> list[HttpRule] | None:
-    items = ctx.seq(v, path)
-    if items is None:
-        return None
-    out: list[HttpRule] = []
-    ok = True
-    for i, item in enumerate(items):
-        p = f"{path}[{i}]"
-        m = ctx.mapping(item, p)
-        if m is None:
-            ok = False
-            continue
-        n_err = len(ctx.errors)
-        ctx.fields(m, p, ("method", "path", "host", "headers", "headerMatches"))
-        vals: dict[str, str | None] = {}
-        for f in ("method", "path", "host"):
-            s = ctx.string(m[f], _join(p, f)) if m.get(f) is not None else None
-            if s is not None:
-                try:
-                    re.compile(s)
-                except re.error as exc:
-                    ctx.err(_join(p, f), f"invalid regular expression {s!r}: {exc}")
-            vals[f] = s
-        headers: list[str] = []
-        if m.get("headers") is not None:
-            hs = ctx.seq(m.get("headers"), _join(p, "headers"))
-            for j, h in enumerate(hs or []):
-                s = ctx.string(h, f"{p}.headers[{j}]")
-                if s is not None:
-                    headers.append(s)
-        if m.get("headerMatches") is not None:
-            hm = ctx.seq(m.get("headerMatches"), _join(p, "headerMatches"))
-            for j, h in enumerate(hm or []):
-                hp = f"{p}.headerMatches[{j}]"
-                hmap = ctx.mapping(h, hp)
-                if hmap is not None:
-                    ctx.fields(hmap, hp, ("name", "value", "mismatch", "secret"))
-                    name = ctx.string(hmap.get("name"), _join(hp, "name"))
-                    if name is not None:
-                        headers.append(f"{name}: {hmap.get('value', '')}")
-        if len(ctx.errors) != n_err:
-            ok = False
-            continue
-        out.append(HttpRule(vals["method"], vals["path"], vals["host"], tuple(headers)))
-    return out if ok else None
-
-
-def _port_rules(ctx: _Ctx, v: object, path: str, *, deny: bool) -> list[PortRule] | None:
-    items = ctx.seq(v, path)
-    if items is None:
-        return None
-    out: list[PortRule] = []
-    ok = True
-    unsupported = {
-        "terminatingTLS": "terminatingTLS is not supported (no TLS interception)",
-        "originatingTLS": "originatingTLS is not supported (no TLS interception)",
-        "serverNames": "serverNames is not supported (no TLS SNI matching)",
-        "listener": "listener (Envoy) is not supported",
-    }
-    for i, item in enumerate(items):
-        p = f"{path}[{i}]"
-        m = ctx.mapping(item, p)
-        if m is None:
-            ok = False
-            continue
-        if deny:
-            unsupported = {**unsupported, "rules": "L7 rules are not allowed in deny rules"}
-            ctx.fields(m, p, ("ports",), unsupported)
+def _kafka_rule(ctx: _Ctx, m: Mapping[str, Any], p: str) -> KafkaRule | None:
+    n_err = len(ctx.errors)
+    ctx.fields(m, p, ("role", "apiKey", "apiVersion", "clientID", "topic"))
+    role: str | None = None
+    if m.get("role") is not None:
+        r = ctx.string(m.get("role"), join_path(p, "role"))
+        if r is not None:
+            role = r.lower()
+            if role not in ROLE_API_KEYS:
+                ctx.err(join_path(p, "role"), f"unknown role {r!r} (allowed: produce, consume)")
+                role = None
+    api_key: apikeys.ApiKey | None = None
+    raw_key = m.get("apiKey")
+    if raw_key is not None:
+        if isinstance(raw_key, bool) or not isinstance(raw_key, str | int):
+            ctx.err(join_path(p, "apiKey"), f"expected an API key name or number, got {type_name(raw_key)}")
         else:
-            ctx.fields(m, p, ("ports", "rules"), unsupported)
-        kafka: list[KafkaRule] | None = None
-        http: list[HttpRule] | None = None
-        rules_v = None if deny else m.get("rules")
-        rules_ok = True
-        if rules_v is not None:
-            rp = _join(p, "rules")
-            rm = ctx.mapping(rules_v, rp)
-            if rm is None:
-                rules_ok = False
-            else:
-                ctx.fields(
-                    rm,
-                    rp,
-                    ("kafka", "http"),
-                    {
-                        "dns": "DNS rules are not supported (no DNS proxy)",
-                        "l7proto": "generic L7 (l7proto) is not supported",
-                        "l7": "generic L7 (l7) is not supported",
-                    },
-                )
-                if rm.get("kafka") is not None:
-                    kafka = _kafka_rules(ctx, rm.get("kafka"), _join(rp, "kafka"))
-                    rules_ok = rules_ok and kafka is not None
-                if rm.get("http") is not None:
-                    http = _http_rules(ctx, rm.get("http"), _join(rp, "http"))
-                    rules_ok = rules_ok and http is not None
-                if kafka is not None and http is not None:
-                    ctx.err(rp, "one port rule can have kafka or http rules, not both")
-                    rules_ok = False
-        has_l7 = rules_v is not None
-        ports: list[PortProtocol] | None = []
-        if m.get("ports") is not None:
-            ports = _port_protocols(ctx, m.get("ports"), _join(p, "ports"), has_l7=has_l7)
-        elif has_l7:
-            ctx.err(_join(p, "ports"), "L7 rules need ports (the port the L7 protocol runs on)")
-            rules_ok = False
-        if ports is None or not rules_ok:
-            ok = False
-            continue
-        out.append(
-            PortRule(
-                tuple(ports),
-                tuple(kafka) if kafka is not None else None,
-                tuple(http) if http is not None else None,
+            api_key = apikeys.lookup(raw_key)
+            if api_key is None:
+                ctx.err(join_path(p, "apiKey"), f"unknown Kafka apiKey {raw_key!r}")
+    version: int | None = None
+    raw_ver = m.get("apiVersion")
+    if raw_ver is not None:
+        if isinstance(raw_ver, int) and not isinstance(raw_ver, bool):
+            version = raw_ver
+        elif isinstance(raw_ver, str) and raw_ver.isdigit():
+            version = int(raw_ver)
+        else:
+            ctx.err(
+                join_path(p, "apiVersion"), f"expected a version number, got {type_name(raw_ver)} {raw_ver!r}"
             )
-        )
-    return out if ok else None
-
-
-def _icmps(ctx: _Ctx, v: object, path: str) -> list[PortProtocol] | None:
-    items = ctx.seq(v, path)
-    if items is None:
-        return None
-    out: list[PortProtocol] = []
-    ok = True
-    for i, item in enumerate(items):
-        p = f"{path}[{i}]"
-        m = ctx.mapping(item, p)
-        if m is None:
-            ok = False
-            continue
-        ctx.fields(m, p, ("fields",))
-        fs = ctx.seq(m.get("fields"), _join(p, "fields"))
-        if fs is None:
-            ok = False
-            continue
-        for j, f in enumerate(fs):
-            fp = f"{p}.fields[{j}]"
-            fm = ctx.mapping(f, fp)
-            if fm is None:
-                ok = False
-                continue
-            ctx.fields(fm, fp, ("type", "family"))
-            family = fm.get("family", "IPv4")
-            if family not in ("IPv4", "IPv6"):
-                ctx.err(_join(fp, "family"), f"must be IPv4 or IPv6, got {family!r}")
-                ok = False
-                continue
-            names = ICMP_TYPES_V4 if family == "IPv4" else ICMP_TYPES_V6
-            t = fm.get("type")
-            if isinstance(t, int) and not isinstance(t, bool):
-                if not 0 <= t <= 255:
-                    ctx.err(_join(fp, "type"), f"ICMP type {t} out of range 0-255")
-                    ok = False
-                    continue
-                num = t
-            elif isinstance(t, str) and t in names:
-                num = names[t]
-            elif isinstance(t, str) and t.isdigit() and int(t) <= 255:
-                num = int(t)
-            else:
+        if version is not None and not 0 <= version <= 32767:
+            ctx.err(join_path(p, "apiVersion"), f"version {version} out of range 0-32767")
+            version = None
+    client_id: str | None = None
+    if m.get("clientID") is not None:
+        client_id = ctx.string(m.get("clientID"), join_path(p, "clientID"))
+    topic: str | None = None
+    if m.get("topic") is not None:
+        t = ctx.string(m.get("topic"), join_path(p, "topic"), empty_ok=True)
+        if t is not None:
+            if not t:
+                ctx.err(join_path(p, "topic"), "must not be empty (omit topic to allow every topic)")
+            elif len(t) > TOPIC_MAX_LEN:
                 ctx.err(
-                    _join(fp, "type"),
-                    f"expected an ICMP type number (0-255) or {family} type name, got {t!r}",
+                    join_path(p, "topic"),
+                    f"topic is {len(t)} characters long, the maximum is {TOPIC_MAX_LEN}",
                 )
-                ok = False
-                continue
-            out.append(PortProtocol(num, num, "ICMP" if family == "IPv4" else "ICMPV6"))
-    return out if ok else None
+            elif not TOPIC_RE.match(t):
+                bad = sorted({c for c in t if not re.match(r"[a-zA-Z0-9._-]", c)})
+                ctx.err(
+                    join_path(p, "topic"),
+                    f"invalid topic {t!r}: only letters, digits, '.', '_' and '-' are allowed "
+                    f"(found {', '.join(repr(c) for c in bad)})",
+                )
+            else:
+                topic = t
+    keys: frozenset[int] | None = None
+    if role is not None and api_key is not None:
+        role_keys = ROLE_API_KEYS[role]
+        if api_key.key in role_keys:
+            names = ", ".join(apikeys.name_of(k) for k in sorted(role_keys))
+            ctx.warn(
+                p,
+                f"role and apiKey both set (Cilium rejects this): using role {role!r} = {names} "
+                f"which includes apiKey {raw_key!r}",
+            )
+            keys = role_keys
+        else:
+            ctx.err(
+                join_path(p, "apiKey"),
+                f"apiKey {raw_key!r} ({api_key.name}) is not part of role {role!r}; set either role or "
+                "apiKey (Cilium rejects both together)",
+            )
+    elif role is not None:
+        keys = ROLE_API_KEYS[role]
+    elif api_key is not None:
+        keys = frozenset({api_key.key})
+    if len(ctx.errors) != n_err:
+        return None
+    return KafkaRule(keys, version, client_id, topic)
+
+
+def _http_rule(ctx: _Ctx, m: Mapping[str, Any], p: str) -> HttpRule | None:
+    n_err = len(ctx.errors)
+    ctx.fields(m, p, ("method", "path", "host", "headers", "headerMatches"))
+    vals: dict[str, str | None] = {}
+    for f in ("method", "path", "host"):
+        s = ctx.string(m[f], join_path(p, f)) if m.get(f) is not None else None
+        if s is not None:
+            try:
+                re.compile(s)
+            except re.error as exc:
+                ctx.err(join_path(p, f), f"invalid regular expression {s!r}: {exc}")
+        vals[f] = s
+    headers: list[str] = []
+    for hp, h in ctx.each(m, "headers", p):
+        s = ctx.string(h, hp)
+        if s is not None:
+            headers.append(s)
+    for hp, h in ctx.each(m, "headerMatches", p):
+        hmap = ctx.mapping(h, hp)
+        if hmap is not None:
+            ctx.fields(hmap, hp, ("name", "value", "mismatch", "secret"))
+            name = ctx.string(hmap.get("name"), join_path(hp, "name"))
+            if name is not None:
+                headers.append(f"{name}: {hmap.get('value', '')}")
+    if len(ctx.errors) != n_err:
+        return None
+    return HttpRule(vals["method"], vals["path"], vals["host"], tuple(headers))
+
+
+_TLS_UNSUPPORTED = {
+    "terminatingTLS": "terminatingTLS is not supported (no TLS interception)",
+    "originatingTLS": "originatingTLS is not supported (no TLS interception)",
+    "serverNames": "serverNames is not supported (no TLS SNI matching)",
+    "listener": "listener (Envoy) is not supported",
+}
+_L7_UNSUPPORTED = {
+    "dns": "DNS rules are not supported (no DNS proxy)",
+    "l7proto": "generic L7 (l7proto) is not supported",
+    "l7": "generic L7 (l7) is not supported",
+}
+
+
+def _port_rule(ctx: _Ctx, m: Mapping[str, Any], p: str, *, deny: bool) -> PortRule | None:
+    if deny:
+        ctx.fields(m, p, ("ports",), {**_TLS_UNSUPPORTED, "rules": "L7 rules are not allowed in deny rules"})
+    else:
+        ctx.fields(m, p, ("ports", "rules"), _TLS_UNSUPPORTED)
+    kafka: list[KafkaRule] | None = None
+    http: list[HttpRule] | None = None
+    rules_v = None if deny else m.get("rules")
+    rules_ok = True
+    if rules_v is not None:
+        rp = join_path(p, "rules")
+        rm = ctx.mapping(rules_v, rp)
+        if rm is None:
+            rules_ok = False
+        else:
+            ctx.fields(rm, rp, ("kafka", "http"), _L7_UNSUPPORTED)
+            if rm.get("kafka") is not None:
+                kafka = ctx.mappings(rm.get("kafka"), join_path(rp, "kafka"), partial(_kafka_rule, ctx))
+                rules_ok = rules_ok and kafka is not None
+            if rm.get("http") is not None:
+                http = ctx.mappings(rm.get("http"), join_path(rp, "http"), partial(_http_rule, ctx))
+                rules_ok = rules_ok and http is not None
+            if kafka is not None and http is not None:
+                ctx.err(rp, "one port rule can have kafka or http rules, not both")
+                rules_ok = False
+    has_l7 = rules_v is not None
+    ports: list[PortProtocol] | None = []
+    if m.get("ports") is not None:
+        ports = ctx.mappings(
+            m.get("ports"), join_path(p, "ports"), partial(_port_protocol, ctx, has_l7=has_l7)
+        )
+    elif has_l7:
+        ctx.err(join_path(p, "ports"), "L7 rules need ports (the port the L7 protocol runs on)")
+        rules_ok = False
+    if ports is None or not rules_ok:
+        return None
+    return PortRule(
+        tuple(ports),
+        tuple(kafka) if kafka is not None else None,
+        tuple(http) if http is not None else None,
+    )
+
+
+def _icmp_field(ctx: _Ctx, fm: Mapping[str, Any], fp: str) -> PortProtocol | None:
+    ctx.fields(fm, fp, ("type", "family"))
+    family = fm.get("family", "IPv4")
+    if family not in ("IPv4", "IPv6"):
+        ctx.err(join_path(fp, "family"), f"must be IPv4 or IPv6, got {family!r}")
+        return None
+    names = ICMP_TYPES_V4 if family == "IPv4" else ICMP_TYPES_V6
+    t = fm.get("type")
+    if isinstance(t, int) and not isinstance(t, bool):
+        if not 0 <= t <= 255:
+            ctx.err(join_path(fp, "type"), f"ICMP type {t} out of range 0-255")
+            return None
+        num = t
+    elif isinstance(t, str) and t in names:
+        num = names[t]
+    elif isinstance(t, str) and t.isdigit() and int(t) <= 255:
+        num = int(t)
+    else:
+        ctx.err(
+            join_path(fp, "type"),
+            f"expected an ICMP type number (0-255) or {family} type name, got {t!r}",
+        )
+        return None
+    return PortProtocol(num, num, "ICMP" if family == "IPv4" else "ICMPV6")
+
+
+def _icmp_rule(ctx: _Ctx, m: Mapping[str, Any], p: str) -> list[PortProtocol] | None:
+    ctx.fields(m, p, ("fields",))
+    return ctx.mappings(m.get("fields"), join_path(p, "fields"), partial(_icmp_field, ctx))
 
 
 # --- Cilium rules -----------------------------------------------------------------------------------------
+
+_CIDR_GROUPS_UNSUPPORTED = {
+    "cidrGroupRef": "cidrGroupRef (CiliumCIDRGroup) is not supported",
+    "cidrGroupSelector": "cidrGroupSelector (CiliumCIDRGroup) is not supported",
+}
+
+
+def _cidr_block(
+    ctx: _Ctx,
+    m: Mapping[str, Any],
+    path: str,
+    unsupported: Mapping[str, str] | None = None,
+    *,
+    null_except_ok: bool,
+) -> CidrPeer | None:
+    """A CIDR with exceptions inside it: a CNP ``fromCIDRSet``/``toCIDRSet`` item or a KNP ``ipBlock``.
+    ``except: null`` is no exceptions where ``null_except_ok``, an error otherwise."""
+    n_err = len(ctx.errors)
+    ctx.fields(m, path, ("cidr", "except"), unsupported)
+    net = _cidr(ctx, m.get("cidr"), join_path(path, "cidr"))
+    excepts: list[IPNetwork] = []
+    if "except" in m and not (null_except_ok and m["except"] is None):
+        ep = join_path(path, "except")
+        for j, e in enumerate(ctx.seq(m["except"], ep) or []):
+            en = _cidr(ctx, e, f"{ep}[{j}]")
+            if en is None or net is None:
+                continue
+            if en.version != net.version or not en.subnet_of(net):  # type: ignore[arg-type]
+                ctx.err(f"{ep}[{j}]", f"except {en} is not inside cidr {net}")
+                continue
+            excepts.append(en)
+    if net is None or len(ctx.errors) != n_err:
+        return None
+    return CidrPeer(net, tuple(sorted(set(excepts), key=str)))
+
 
 _INGRESS_FIELDS = ("fromEndpoints", "fromCIDR", "fromCIDRSet", "fromEntities", "toPorts", "icmps")
 _EGRESS_FIELDS = ("toEndpoints", "toCIDR", "toCIDRSet", "toEntities", "toPorts", "icmps")
@@ -774,72 +738,36 @@ def _cilium_rule(
             f"combining {' and '.join(l3_used)} in one rule is not supported (Cilium rejects it): "
             "write one rule per kind of peer",
         )
-    eps = m.get(f"{pre}Endpoints")
-    if eps is not None:
-        lst = ctx.seq(eps, _join(path, f"{pre}Endpoints"))
-        for i, sel in enumerate(lst or []):
-            parsed = _parse_label_selector(ctx, sel, f"{path}.{pre}Endpoints[{i}]")
-            if parsed is not None:
-                peers.append(_peer_selector(parsed[0], namespace, matches_init))
-    cidrs = m.get(f"{pre}CIDR")
-    if cidrs is not None:
-        lst = ctx.seq(cidrs, _join(path, f"{pre}CIDR"))
-        for i, c in enumerate(lst or []):
-            net = _cidr(ctx, c, f"{path}.{pre}CIDR[{i}]")
-            if net is not None:
-                peers.append(CidrPeer(net))
-    cset = m.get(f"{pre}CIDRSet")
-    if cset is not None:
-        lst = ctx.seq(cset, _join(path, f"{pre}CIDRSet"))
-        for i, item in enumerate(lst or []):
-            ip = f"{path}.{pre}CIDRSet[{i}]"
-            im = ctx.mapping(item, ip)
-            if im is None:
-                continue
-            ctx.fields(
-                im,
-                ip,
-                ("cidr", "except"),
-                {
-                    "cidrGroupRef": "cidrGroupRef (CiliumCIDRGroup) is not supported",
-                    "cidrGroupSelector": "cidrGroupSelector (CiliumCIDRGroup) is not supported",
-                },
-            )
-            net = _cidr(ctx, im.get("cidr"), _join(ip, "cidr"))
-            excepts: list[IPNetwork] = []
-            if im.get("except") is not None:
-                el = ctx.seq(im.get("except"), _join(ip, "except"))
-                for j, e in enumerate(el or []):
-                    ep = f"{ip}.except[{j}]"
-                    en = _cidr(ctx, e, ep)
-                    if en is None or net is None:
-                        continue
-                    if en.version != net.version or not en.subnet_of(net):  # type: ignore[arg-type]
-                        ctx.err(ep, f"except {en} is not inside cidr {net}")
-                        continue
-                    excepts.append(en)
-            if net is not None:
-                peers.append(CidrPeer(net, tuple(sorted(set(excepts), key=str))))
-    ents = m.get(f"{pre}Entities")
-    if ents is not None:
-        lst = ctx.seq(ents, _join(path, f"{pre}Entities"))
-        for i, e in enumerate(lst or []):
-            ep = f"{path}.{pre}Entities[{i}]"
-            if e not in ENTITIES:
-                ctx.err(ep, f"unknown entity {e!r} (known: {', '.join(ENTITIES)})")
-                continue
-            peers.append(WILDCARD if e == "all" else EntityPeer(str(e)))
+    for ep, sel in ctx.each(m, f"{pre}Endpoints", path):
+        parsed = _parse_label_selector(ctx, sel, ep)
+        if parsed is not None:
+            peers.append(_peer_selector(parsed[0], namespace, matches_init))
+    for ep, c in ctx.each(m, f"{pre}CIDR", path):
+        net = _cidr(ctx, c, ep)
+        if net is not None:
+            peers.append(CidrPeer(net))
+    for ep, item in ctx.each(m, f"{pre}CIDRSet", path):
+        im = ctx.mapping(item, ep)
+        if im is not None:
+            block = _cidr_block(ctx, im, ep, _CIDR_GROUPS_UNSUPPORTED, null_except_ok=True)
+            if block is not None:
+                peers.append(block)
+    for ep, e in ctx.each(m, f"{pre}Entities", path):
+        if e not in ENTITIES:
+            ctx.err(ep, f"unknown entity {e!r} (known: {', '.join(ENTITIES)})")
+            continue
+        peers.append(WILDCARD if e == "all" else EntityPeer(str(e)))
     ports: list[PortRule] = []
     if m.get("toPorts") is not None:
         if m.get("icmps") is not None:
             ctx.err(path, "icmps and toPorts cannot be in the same rule (Cilium rejects it): write two rules")
-        pr = _port_rules(ctx, m.get("toPorts"), _join(path, "toPorts"), deny=deny)
+        pr = ctx.mappings(m.get("toPorts"), join_path(path, "toPorts"), partial(_port_rule, ctx, deny=deny))
         if pr is not None:
             ports.extend(pr)
     if m.get("icmps") is not None:
-        ic = _icmps(ctx, m.get("icmps"), _join(path, "icmps"))
+        ic = ctx.mappings(m.get("icmps"), join_path(path, "icmps"), partial(_icmp_rule, ctx))
         if ic is not None:
-            ports.append(PortRule(tuple(ic)))
+            ports.append(PortRule(tuple(pp for group in ic for pp in group)))
     if len(ctx.errors) != n_err:
         return None
     if not l3_used and ports:
@@ -879,14 +807,16 @@ def _cilium_spec(
         },
     )
     if "log" in m:
-        ctx.warn(_join(path, "log"), "policy logging is not supported; ignored (flows show every verdict)")
+        ctx.warn(
+            join_path(path, "log"), "policy logging is not supported; ignored (flows show every verdict)"
+        )
     subject: Selector | None = None
     subject_text = ""
     if "endpointSelector" not in m:
         if "nodeSelector" not in m:
-            ctx.err(_join(path, "endpointSelector"), "missing: every rule needs an endpointSelector")
+            ctx.err(join_path(path, "endpointSelector"), "missing: every rule needs an endpointSelector")
     else:
-        parsed = _parse_label_selector(ctx, m["endpointSelector"], _join(path, "endpointSelector"))
+        parsed = _parse_label_selector(ctx, m["endpointSelector"], join_path(path, "endpointSelector"))
         if parsed is not None:
             reqs, subject_text = parsed
             if namespace is not None:
@@ -899,7 +829,7 @@ def _cilium_spec(
                 ]
                 if any(r.values != (namespace,) for r in named):
                     ctx.warn(
-                        _join(path, "endpointSelector"),
+                        join_path(path, "endpointSelector"),
                         f"a namespaced policy always applies in its own namespace {namespace!r}; the namespace "
                         "named in endpointSelector is replaced (as Cilium does)",
                     )
@@ -919,7 +849,7 @@ def _cilium_spec(
         present[section] = False
         if raw is None:
             continue
-        lst = ctx.seq(raw, _join(path, section))
+        lst = ctx.seq(raw, join_path(path, section))
         if lst is None:
             continue
         present[section] = bool(lst)
@@ -942,32 +872,30 @@ def _cilium_spec(
     default_deny = list(enabled)
     edd = m.get("enableDefaultDeny")
     if edd is not None:
-        ep = _join(path, "enableDefaultDeny")
+        ep = join_path(path, "enableDefaultDeny")
         em = ctx.mapping(edd, ep)
         if em is not None:
             ctx.fields(em, ep, ("ingress", "egress"))
             for d, name in ((Direction.INGRESS, "ingress"), (Direction.EGRESS, "egress")):
                 if em.get(name) is None:
                     continue
-                b = ctx.boolean(em.get(name), _join(ep, name))
+                b = ctx.boolean(em.get(name), join_path(ep, name))
                 if b is None:
                     continue
                 if b and not enabled[d]:
                     ctx.warn(
-                        _join(ep, name),
+                        join_path(ep, name),
                         f"enableDefaultDeny.{name} has no effect: this rule has no {name} rules (as in Cilium)",
                     )
                 default_deny[d] = b and enabled[d]
     description = ""
     if m.get("description") is not None:
-        description = ctx.string(m.get("description"), _join(path, "description"), empty_ok=True) or ""
-    if m.get("labels") is not None:
-        lp = _join(path, "labels")
-        for i, la in enumerate(ctx.seq(m.get("labels"), lp) or []):
-            lm = ctx.mapping(la, f"{lp}[{i}]")
-            if lm is not None:
-                ctx.fields(lm, f"{lp}[{i}]", ("key", "value", "source"))
-                ctx.string(lm.get("key"), f"{lp}[{i}].key")
+        description = ctx.string(m.get("description"), join_path(path, "description"), empty_ok=True) or ""
+    for lp, la in ctx.each(m, "labels", path):
+        lm = ctx.mapping(la, lp)
+        if lm is not None:
+            ctx.fields(lm, lp, ("key", "value", "source"))
+            ctx.string(lm.get("key"), f"{lp}.key")
     if len(ctx.errors) != n_err or subject is None:
         return None
     return PolicySpec(
@@ -983,131 +911,75 @@ def _cilium_spec(
 # --- Kubernetes NetworkPolicy -----------------------------------------------------------------------------
 
 
-def _knp_peers(ctx: _Ctx, v: object, path: str, namespace: str) -> list[Peer] | None:
-    lst = ctx.seq(v, path)
-    if lst is None:
+def _knp_selector(
+    ctx: _Ctx, v: object, path: str, *, key_prefix: str = ""
+) -> tuple[list[Requirement], str] | None:
+    """A Kubernetes label selector: keys have no Cilium source (they are ``k8s:``); under ``key_prefix`` (a
+    namespaceSelector's keys) no ``:`` at all."""
+    parsed = _parse_label_selector(ctx, v, path, default_source=SOURCE_K8S, key_prefix=key_prefix)
+    if parsed is None:
         return None
-    peers: list[Peer] = []
-    ok = True
-    for i, item in enumerate(lst):
-        p = f"{path}[{i}]"
-        m = ctx.mapping(item, p)
-        if m is None:
-            ok = False
-            continue
-        ctx.fields(m, p, ("podSelector", "namespaceSelector", "ipBlock"))
-        if "ipBlock" in m and ("podSelector" in m or "namespaceSelector" in m):
-            ctx.err(p, "ipBlock cannot be combined with podSelector or namespaceSelector")
-            ok = False
-            continue
-        if not m:
-            ctx.err(p, "a peer needs podSelector, namespaceSelector or ipBlock")
-            ok = False
-            continue
-        if "ipBlock" in m:
-            bp = _join(p, "ipBlock")
-            bm = ctx.mapping(m["ipBlock"], bp)
-            if bm is None:
-                ok = False
-                continue
-            ctx.fields(bm, bp, ("cidr", "except"))
-            net = _cidr(ctx, bm.get("cidr"), _join(bp, "cidr"))
-            excepts: list[IPNetwork] = []
-            for j, e in enumerate(
-                ctx.seq(bm.get("except"), _join(bp, "except")) or [] if "except" in bm else []
-            ):
-                en = _cidr(ctx, e, f"{bp}.except[{j}]")
-                if en is not None and net is not None:
-                    if en.version != net.version or not en.subnet_of(net):  # type: ignore[arg-type]
-                        ctx.err(f"{bp}.except[{j}]", f"except {en} is not inside cidr {net}")
-                        ok = False
-                        continue
-                    excepts.append(en)
-            if net is None:
-                ok = False
-                continue
-            peers.append(CidrPeer(net, tuple(sorted(set(excepts), key=str))))
-            continue
-        reqs: list[Requirement] = []
-        if "namespaceSelector" in m:
-            ns = _parse_label_selector(
-                ctx,
-                m["namespaceSelector"],
-                _join(p, "namespaceSelector"),
-                default_source=SOURCE_K8S,
-                key_prefix=NAMESPACE_LABELS_PREFIX,
+    if any(r.source != SOURCE_K8S or (key_prefix and ":" in r.key[len(key_prefix) :]) for r in parsed[0]):
+        ctx.err(path, "Kubernetes label keys cannot have a source prefix")
+        return None
+    return parsed
+
+
+def _knp_peer(ctx: _Ctx, m: Mapping[str, Any], p: str, namespace: str) -> Peer | None:
+    ctx.fields(m, p, ("podSelector", "namespaceSelector", "ipBlock"))
+    if "ipBlock" in m and ("podSelector" in m or "namespaceSelector" in m):
+        ctx.err(p, "ipBlock cannot be combined with podSelector or namespaceSelector")
+        return None
+    if not m:
+        ctx.err(p, "a peer needs podSelector, namespaceSelector or ipBlock")
+        return None
+    if "ipBlock" in m:
+        bp = join_path(p, "ipBlock")
+        bm = ctx.mapping(m["ipBlock"], bp)
+        return None if bm is None else _cidr_block(ctx, bm, bp, null_except_ok=False)
+    reqs: list[Requirement] = []
+    if "namespaceSelector" in m:
+        ns = _knp_selector(
+            ctx, m["namespaceSelector"], join_path(p, "namespaceSelector"), key_prefix=NAMESPACE_LABELS_PREFIX
+        )
+        if ns is None:
+            return None
+        reqs.extend(ns[0] or [Requirement(SOURCE_K8S, POD_NAMESPACE_LABEL, OP_EXISTS)])
+    if "podSelector" in m:
+        ps = _knp_selector(ctx, m["podSelector"], join_path(p, "podSelector"))
+        if ps is None:
+            return None
+        reqs.extend(ps[0])
+        if "namespaceSelector" not in m:
+            reqs.append(Requirement(SOURCE_K8S, POD_NAMESPACE_LABEL, OP_IN, (namespace,)))
+    return EndpointPeer(Selector(tuple(sorted(set(reqs)))))
+
+
+def _knp_port(ctx: _Ctx, m: Mapping[str, Any], p: str) -> PortProtocol | None:
+    ctx.fields(m, p, ("protocol", "port", "endPort"))
+    proto = _protocol(ctx, m.get("protocol"), join_path(p, "protocol"), "TCP", ("TCP", "UDP", "SCTP"))
+    if m.get("protocol") is not None and m.get("protocol") not in ("TCP", "UDP", "SCTP"):
+        if proto is not None:
+            ctx.err(
+                join_path(p, "protocol"), f"must be TCP, UDP or SCTP (uppercase), got {m.get('protocol')!r}"
             )
-            if ns is None:
-                ok = False
-                continue
-            if any(":" in r.key[len(NAMESPACE_LABELS_PREFIX) :] or r.source != SOURCE_K8S for r in ns[0]):
-                ctx.err(_join(p, "namespaceSelector"), "Kubernetes label keys cannot have a source prefix")
-                ok = False
-                continue
-            reqs.extend(ns[0] or [Requirement(SOURCE_K8S, POD_NAMESPACE_LABEL, OP_EXISTS)])
-        if "podSelector" in m:
-            ps = _parse_label_selector(
-                ctx, m["podSelector"], _join(p, "podSelector"), default_source=SOURCE_K8S
-            )
-            if ps is None:
-                ok = False
-                continue
-            if any(r.source != SOURCE_K8S for r in ps[0]):
-                ctx.err(_join(p, "podSelector"), "Kubernetes label keys cannot have a source prefix")
-                ok = False
-                continue
-            reqs.extend(ps[0])
-            if "namespaceSelector" not in m:
-                reqs.append(Requirement(SOURCE_K8S, POD_NAMESPACE_LABEL, OP_IN, (namespace,)))
-        peers.append(EndpointPeer(Selector(tuple(sorted(set(reqs))))))
-    return peers if ok else None
+        return None
+    port: int | None = 0
+    if m.get("port") is not None:
+        port = _port_number(ctx, m.get("port"), join_path(p, "port"), knp=True)
+    end = port
+    if m.get("endPort") is not None:
+        end = ctx.integer(m.get("endPort"), join_path(p, "endPort"))
+        if end is None or not _port_range(ctx, port, end, join_path(p, "endPort")):
+            return None
+    if proto is None or port is None or end is None:
+        return None
+    return PortProtocol(port, end, proto)
 
 
 def _knp_ports(ctx: _Ctx, v: object, path: str) -> list[PortRule] | None:
-    lst = ctx.seq(v, path)
-    if lst is None:
-        return None
-    out: list[PortProtocol] = []
-    ok = True
-    for i, item in enumerate(lst):
-        p = f"{path}[{i}]"
-        m = ctx.mapping(item, p)
-        if m is None:
-            ok = False
-            continue
-        ctx.fields(m, p, ("protocol", "port", "endPort"))
-        proto = _protocol(ctx, m.get("protocol"), _join(p, "protocol"), "TCP", ("TCP", "UDP", "SCTP"))
-        if m.get("protocol") is not None and m.get("protocol") not in ("TCP", "UDP", "SCTP"):
-            ok = False
-            if proto is not None:
-                ctx.err(
-                    _join(p, "protocol"), f"must be TCP, UDP or SCTP (uppercase), got {m.get('protocol')!r}"
-                )
-            continue
-        port: int | None = 0
-        if m.get("port") is not None:
-            port = _port_number(ctx, m.get("port"), _join(p, "port"), knp=True)
-        end = port
-        if m.get("endPort") is not None:
-            ev = m.get("endPort")
-            if isinstance(ev, bool) or not isinstance(ev, int):
-                ctx.err(_join(p, "endPort"), f"expected an integer, got {_typename(ev)}")
-                ok = False
-                continue
-            if not port:
-                ctx.err(_join(p, "endPort"), "endPort needs port (the first port of the range)")
-                ok = False
-                continue
-            if not port <= ev <= 65535:
-                ctx.err(_join(p, "endPort"), f"endPort {ev} must be between port {port} and 65535")
-                ok = False
-                continue
-            end = ev
-        if proto is None or port is None or end is None:
-            ok = False
-            continue
-        out.append(PortProtocol(port, end, proto))
-    if not ok:
+    out = ctx.mappings(v, path, partial(_knp_port, ctx))
+    if out is None:
         return None
     return [PortRule(tuple(out))] if out else []
 
@@ -1123,20 +995,18 @@ def _knp_spec(ctx: _Ctx, v: object, namespace: str) -> PolicySpec | None:
     if "podSelector" not in m:
         ctx.err("spec.podSelector", "missing (use {} to select every pod of the namespace)")
     else:
-        parsed = _parse_label_selector(ctx, m["podSelector"], "spec.podSelector", default_source=SOURCE_K8S)
+        parsed = _knp_selector(ctx, m["podSelector"], "spec.podSelector")
         if parsed is not None:
             reqs, subject_text = parsed
             if subject_text == "all endpoints":
                 subject_text = "all pods"
-            if any(r.source != SOURCE_K8S for r in reqs):
-                ctx.err("spec.podSelector", "Kubernetes label keys cannot have a source prefix")
             reqs.append(Requirement(SOURCE_K8S, POD_NAMESPACE_LABEL, OP_IN, (namespace,)))
             subject = Selector(tuple(sorted(set(reqs))))
     types: list[str] = []
     if m.get("policyTypes") is not None:
-        for i, t in enumerate(ctx.seq(m.get("policyTypes"), "spec.policyTypes") or []):
+        for tp, t in ctx.each(m, "policyTypes", "spec"):
             if t not in ("Ingress", "Egress"):
-                ctx.err(f"spec.policyTypes[{i}]", f"must be Ingress or Egress, got {t!r}")
+                ctx.err(tp, f"must be Ingress or Egress, got {t!r}")
             else:
                 types.append(t)
     else:
@@ -1165,12 +1035,14 @@ def _knp_spec(ctx: _Ctx, v: object, namespace: str) -> PolicySpec | None:
             ctx.fields(im, p, (peer_field, "ports"))
             peers: list[Peer] | None = [WILDCARD]
             if im.get(peer_field):
-                peers = _knp_peers(ctx, im.get(peer_field), _join(p, peer_field), namespace)
+                peers = ctx.mappings(
+                    im.get(peer_field), join_path(p, peer_field), partial(_knp_peer, ctx, namespace=namespace)
+                )
             elif peer_field in im and im.get(peer_field) is not None:
-                ctx.seq(im.get(peer_field), _join(p, peer_field))
+                ctx.seq(im.get(peer_field), join_path(p, peer_field))
             ports: list[PortRule] | None = []
             if im.get("ports") is not None:
-                ports = _knp_ports(ctx, im.get("ports"), _join(p, "ports"))
+                ports = _knp_ports(ctx, im.get("ports"), join_path(p, "ports"))
             if peers is None or ports is None:
                 continue
             if section.capitalize() in types:

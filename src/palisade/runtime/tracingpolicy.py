@@ -42,6 +42,7 @@ from typing import Any, Protocol
 
 from palisade.errors import PolicyError, PolicyErrors
 from palisade.resources import Document, PolicyWarning
+from palisade.validation import join_path, type_name
 
 API_GROUP = "cilium.io"
 KINDS = ("TracingPolicy", "TracingPolicyNamespaced")
@@ -336,19 +337,8 @@ _MISSING: Any = object()
 
 
 def _type_name(v: Any) -> str:
-    if v is None:
-        return "null"
-    if isinstance(v, bool):
-        return "boolean"
-    if isinstance(v, int):
-        return "integer"
-    if isinstance(v, str):
-        return "string"
-    if isinstance(v, Mapping):
-        return "mapping"
-    if isinstance(v, list):
-        return "list"
-    return type(v).__name__
+    # as palisade.validation.type_name, but floats and tuples are named by their Python type
+    return type(v).__name__ if isinstance(v, float | tuple) else type_name(v)
 
 
 class _Obj:
@@ -370,7 +360,7 @@ class _Obj:
                 )
 
     def sub(self, key: str) -> str:
-        return f"{self.path}.{key}" if self.path else key
+        return join_path(self.path, key)
 
     def has(self, key: str) -> bool:
         return key in self.data
@@ -702,6 +692,33 @@ def _parse_args(o: _Obj, errors: _Errors) -> tuple[KProbeArg, ...]:
     return tuple(out)
 
 
+def _entries(o: _Obj, key: str, limit: int, too_many: str) -> list[tuple[str, Any]]:
+    """(path, item) for the items of the optional list ``key``; more than ``limit`` items is the error
+    ``too_many`` (a template of ``{limit}`` and ``{n}``, the number of items)."""
+    items = o.seq(key)
+    if len(items) > limit:
+        o.errors.add(o.sub(key), too_many.format(limit=limit, n=len(items)))
+    return [(f"{o.sub(key)}[{i}]", r) for i, r in enumerate(items)]
+
+
+def _in_or_not_in(o: _Obj) -> str:
+    """The required ``operator`` of a matchPIDs / matchNamespaces / matchCapabilities entry."""
+    op = o.text("operator", required=True)
+    if op and op not in ("In", "NotIn"):
+        o.errors.add(o.sub("operator"), f"expected In or NotIn, got {op!r}")
+    return op
+
+
+def _value_limit(op: str, default: int) -> int:
+    """Longest value (bytes) an operator compares: Postfix (Tetragon) and Prefix (an LPM key) are shorter."""
+    return {
+        "Postfix": MAX_POSTFIX,
+        "NotPostfix": MAX_POSTFIX,
+        "Prefix": MAX_PREFIX,
+        "NotPrefix": MAX_PREFIX,
+    }.get(op, default)
+
+
 def _parse_selector(raw: Any, path: str, args: Sequence[KProbeArg], errors: _Errors) -> Selector | None:
     o = _Obj(raw, path, errors, _SELECTOR_KEYS)
     if not o.ok:
@@ -711,18 +728,10 @@ def _parse_selector(raw: Any, path: str, args: Sequence[KProbeArg], errors: _Err
             errors.add(o.sub(key), f"{key} is not supported by Palisade")
 
     pids: list[PIDSelector] = []
-    raw_pids = o.seq("matchPIDs")
-    if len(raw_pids) > MAX_MATCH_PIDS:
-        errors.add(
-            o.sub("matchPIDs"), f"at most {MAX_MATCH_PIDS} matchPIDs entries per selector (Palisade's limit)"
-        )
-    for i, r in enumerate(raw_pids):
-        p = _Obj(
-            r, f"{o.sub('matchPIDs')}[{i}]", errors, ("operator", "values", "isNamespacePID", "followForks")
-        )
-        op = p.text("operator", required=True)
-        if op and op not in ("In", "NotIn"):
-            errors.add(p.sub("operator"), f"expected In or NotIn, got {op!r}")
+    pid_limit = "at most {limit} matchPIDs entries per selector (Palisade's limit)"
+    for ip, r in _entries(o, "matchPIDs", MAX_MATCH_PIDS, pid_limit):
+        p = _Obj(r, ip, errors, ("operator", "values", "isNamespacePID", "followForks"))
+        op = _in_or_not_in(p)
         values: list[int] = []
         for j, v in enumerate(p.seq("values", required=True)):
             if isinstance(v, str) and v.isdigit():
@@ -738,27 +747,17 @@ def _parse_selector(raw: Any, path: str, args: Sequence[KProbeArg], errors: _Err
         pids.append(PIDSelector(op, tuple(values), p.flag("isNamespacePID"), p.flag("followForks")))
 
     margs: list[ArgSelector] = []
-    raw_margs = o.seq("matchArgs")
-    if len(raw_margs) > MAX_MATCH_ARGS:
-        errors.add(
-            o.sub("matchArgs"),
-            f"at most {MAX_MATCH_ARGS} matchArgs per selector (Tetragon's limit), got {len(raw_margs)}",
-        )
+    arg_limit = "at most {limit} matchArgs per selector (Tetragon's limit), got {n}"
     by_index = {a.index: a for a in args}
-    for i, r in enumerate(raw_margs):
-        m = _parse_match_arg(r, f"{o.sub('matchArgs')}[{i}]", by_index, errors)
+    for ip, r in _entries(o, "matchArgs", MAX_MATCH_ARGS, arg_limit):
+        m = _parse_match_arg(r, ip, by_index, errors)
         if m is not None:
             margs.append(m)
 
     bins: list[BinarySelector] = []
-    raw_bins = o.seq("matchBinaries")
-    if len(raw_bins) > MAX_MATCH_BINARIES:
-        errors.add(
-            o.sub("matchBinaries"),
-            "only one matchBinaries entry per selector (Tetragon's limit); put all paths in its values",
-        )
-    for i, r in enumerate(raw_bins):
-        b = _Obj(r, f"{o.sub('matchBinaries')}[{i}]", errors, ("operator", "values", "followChildren"))
+    bin_limit = "only one matchBinaries entry per selector (Tetragon's limit); put all paths in its values"
+    for ip, r in _entries(o, "matchBinaries", MAX_MATCH_BINARIES, bin_limit):
+        b = _Obj(r, ip, errors, ("operator", "values", "followChildren"))
         op = b.text("operator", required=True)
         if op and op not in BINARY_OPERATORS:
             errors.add(b.sub("operator"), f"expected one of {', '.join(BINARY_OPERATORS)}, got {op!r}")
@@ -766,12 +765,7 @@ def _parse_selector(raw: Any, path: str, args: Sequence[KProbeArg], errors: _Err
         fc = b.flag("followChildren")
         if fc and op not in ("In", "NotIn"):
             errors.add(b.sub("followChildren"), "followChildren works with In and NotIn only")
-        limit = {
-            "Postfix": MAX_POSTFIX,
-            "NotPostfix": MAX_POSTFIX,
-            "Prefix": MAX_PREFIX,
-            "NotPrefix": MAX_PREFIX,
-        }.get(op, MAX_BINARY_PATH)
+        limit = _value_limit(op, MAX_BINARY_PATH)
         for j, v in enumerate(vals):
             if not v:
                 errors.add(f"{b.sub('values')}[{j}]", "empty path")
@@ -784,23 +778,16 @@ def _parse_selector(raw: Any, path: str, args: Sequence[KProbeArg], errors: _Err
         bins.append(BinarySelector(op, vals, fc))
 
     nss: list[NamespaceSelector] = []
-    raw_ns = o.seq("matchNamespaces")
-    if len(raw_ns) > MAX_MATCH_NAMESPACES:
-        errors.add(
-            o.sub("matchNamespaces"),
-            f"at most {MAX_MATCH_NAMESPACES} matchNamespaces entries (Tetragon's limit)",
-        )
-    for i, r in enumerate(raw_ns):
-        n = _Obj(r, f"{o.sub('matchNamespaces')}[{i}]", errors, ("namespace", "operator", "values"))
+    ns_limit = "at most {limit} matchNamespaces entries (Tetragon's limit)"
+    for ip, r in _entries(o, "matchNamespaces", MAX_MATCH_NAMESPACES, ns_limit):
+        n = _Obj(r, ip, errors, ("namespace", "operator", "values"))
         ns = n.text("namespace", required=True)
         canon = NAMESPACE_TYPES.get(ns.lower())
         if ns and canon is None:
             errors.add(
                 n.sub("namespace"), f"expected one of {', '.join(NAMESPACE_TYPES.values())}, got {ns!r}"
             )
-        op = n.text("operator", required=True)
-        if op and op not in ("In", "NotIn"):
-            errors.add(n.sub("operator"), f"expected In or NotIn, got {op!r}")
+        op = _in_or_not_in(n)
         vals = _string_values(n, "values")
         if len(vals) > MAX_NAMESPACE_VALUES:
             errors.add(
@@ -819,25 +806,14 @@ def _parse_selector(raw: Any, path: str, args: Sequence[KProbeArg], errors: _Err
         )
 
     caps: list[CapabilitiesSelector] = []
-    raw_caps = o.seq("matchCapabilities")
-    if len(raw_caps) > MAX_MATCH_CAPABILITIES:
-        errors.add(
-            o.sub("matchCapabilities"), "only one matchCapabilities entry per selector (Tetragon's limit)"
-        )
-    for i, r in enumerate(raw_caps):
-        c = _Obj(
-            r,
-            f"{o.sub('matchCapabilities')}[{i}]",
-            errors,
-            ("type", "operator", "values", "isNamespaceCapability"),
-        )
+    cap_limit = "only one matchCapabilities entry per selector (Tetragon's limit)"
+    for ip, r in _entries(o, "matchCapabilities", MAX_MATCH_CAPABILITIES, cap_limit):
+        c = _Obj(r, ip, errors, ("type", "operator", "values", "isNamespaceCapability"))
         typ = c.text("type", default="Effective")
         canon_t = CAPABILITY_SETS.get(typ.lower())
         if canon_t is None:
             errors.add(c.sub("type"), f"expected Effective, Inheritable or Permitted, got {typ!r}")
-        op = c.text("operator", required=True)
-        if op and op not in ("In", "NotIn"):
-            errors.add(c.sub("operator"), f"expected In or NotIn, got {op!r}")
+        op = _in_or_not_in(c)
         vals = tuple(v.strip().upper() for v in _string_values(c, "values"))
         for j, v in enumerate(vals):
             if v not in CAPABILITIES:
@@ -847,13 +823,9 @@ def _parse_selector(raw: Any, path: str, args: Sequence[KProbeArg], errors: _Err
         caps.append(CapabilitiesSelector(canon_t or typ, op, vals))
 
     actions: list[ActionSelector] = []
-    raw_actions = o.seq("matchActions")
-    if len(raw_actions) > MAX_MATCH_ACTIONS:
-        errors.add(
-            o.sub("matchActions"), f"at most {MAX_MATCH_ACTIONS} matchActions per selector (Tetragon's limit)"
-        )
-    for i, r in enumerate(raw_actions):
-        a = _parse_action(r, f"{o.sub('matchActions')}[{i}]", errors)
+    action_limit = "at most {limit} matchActions per selector (Tetragon's limit)"
+    for ip, r in _entries(o, "matchActions", MAX_MATCH_ACTIONS, action_limit):
+        a = _parse_action(r, ip, errors)
         if a is not None:
             actions.append(a)
     names = [a.action for a in actions]
@@ -894,12 +866,7 @@ def _parse_match_arg(
                 f"(use {', '.join(sorted(set(STRING_OPERATORS.values())))})",
             )
             return None
-        limit = {
-            "Postfix": MAX_POSTFIX,
-            "NotPostfix": MAX_POSTFIX,
-            "Prefix": MAX_PREFIX,
-            "NotPrefix": MAX_PREFIX,
-        }.get(canon, MAX_STRING_VALUE)
+        limit = _value_limit(canon, MAX_STRING_VALUE)
         for j, v in enumerate(values):
             n = len(v.encode())
             if n > limit:
