@@ -42,7 +42,7 @@ def kcat(bootstrap: str, topic: str, path: str) -> dict[str, object]:
     }
 
 
-def latency(bootstrap: str, topic: str) -> int:
+def latency(bootstrap: str, topic: str, wait: str = "block") -> int:
     from confluent_kafka import Producer
 
     p = Producer(
@@ -69,8 +69,12 @@ def latency(bootstrap: str, topic: str) -> int:
 
             t0 = time.perf_counter_ns()
             p.produce(topic, value, partition=0, on_delivery=cb)
-            while not done:
-                p.poll(1.0)
+            if wait == "spin":
+                while not done:
+                    p.poll(0)
+            else:
+                while not done:
+                    p.poll(1.0)
             lat.append((done[0] - t0) / 1000)
         return lat
 
@@ -92,7 +96,7 @@ def main() -> int:
         print(json.dumps(kcat(sys.argv[2], sys.argv[3], sys.argv[4])), flush=True)
         return 0
     if cmd == "latency":
-        return latency(sys.argv[2], sys.argv[3])
+        return latency(sys.argv[2], sys.argv[3], *sys.argv[4:5])
     print(f"unknown command {cmd!r}", file=sys.stderr)
     return 2
 

@@ -108,6 +108,13 @@ class Counters:
 
     def __init__(self, bpf_root: str) -> None:
         self.map = Map.open_pinned(os.path.join(bpf_root, "pal_counters"))
+        self.state = Map.open_pinned(os.path.join(bpf_root, "pal_kafka_state"))
+
+    def enrolled(self) -> set[str]:
+        """Client addresses of the broker connections under L7 control now (pal_kafka_state keys)."""
+        import ipaddress
+
+        return {str(ipaddress.IPv4Address(bytes(k)[:4])) for k in self.state.keys()}
 
     def read(self) -> tuple[int, int]:
         out = []
@@ -118,13 +125,15 @@ class Counters:
 
     def close(self) -> None:
         self.map.close()
+        self.state.close()
 
 
 class Cluster:
-    def __init__(self, agent: TestAgent) -> None:
+    def __init__(self, agent: TestAgent, pod_ips: dict[str, str]) -> None:
         self.agent = agent
         self.boot = ""
         self.counters = Counters(agent.bpf_root)
+        self.pod_ips = pod_ips
 
     def start_broker(self) -> None:
         r = self.agent.cli("pod", "run", "kafka", "-n", BROKER_NS, "-l", "app=kafka", "-e", f"TANSU={tansu()}",
@@ -231,7 +240,7 @@ class ModeRound:
     kcat_wall_s: list[float] = field(default_factory=list)
     lat_us: list[float] = field(default_factory=list)
     l7_frames_kcat: list[int] = field(default_factory=list)
-    l7_frames_lat: int = 0
+    l7_frames_lat: int = 0  # grown during this mode's latency chunks (the other, idle client included)
     busy: list[float] = field(default_factory=list)
 
     def msgs_per_s(self, messages: int) -> float:
@@ -278,7 +287,17 @@ def latency_series(cl: Cluster, pair: list[ModeRound], n: int, rnd: int) -> None
                 f0, d0 = cl.counters.read()
                 mr.lat_us += clients[mr.mode].run(min(CHUNK, n))
                 f1, d1 = cl.counters.read()
-                check_mode(mr.mode, f1 - f0, d1 - d0, f"latency chunk from {mr.pod}")
+                enrolled = cl.counters.enrolled()
+                ip = cl.pod_ips[mr.pod]
+                # Both clients hold connections now: the idle one may send a background request (metadata)
+                # during the other's chunk, so the proof is per connection: the enforced pod's connections
+                # are enrolled and every produce of its chunk was framed; the unpoliced pod's never are.
+                if mr.mode == "enforced" and (ip not in enrolled or f1 - f0 < min(CHUNK, n)):
+                    raise BenchError(f"enforced chunk from {mr.pod}: enrolled {enrolled}, {f1 - f0} frames")
+                if mr.mode == "unpoliced" and ip in enrolled:
+                    raise BenchError(f"unpoliced chunk from {mr.pod}: its connection is under L7 control")
+                if d1 - d0:
+                    raise BenchError(f"{mr.mode} chunk from {mr.pod}: {d1 - d0} requests denied")
                 mr.l7_frames_lat += f1 - f0
     finally:
         for c in clients.values():
@@ -363,9 +382,8 @@ def main() -> None:
         msgfile = os.path.join(tmp, "msgs.txt")
         write_messages(msgfile, args.messages)
         agent.start()
-        for pod in PODS:
-            agent.pod(PRODUCER_NS, pod, {"app": pod})
-        cl = Cluster(agent)
+        ips = {pod: agent.pod(PRODUCER_NS, pod, {"app": pod})["ip"] for pod in PODS}
+        cl = Cluster(agent, ips)
         print(f"{'round':>5} {'mode':>10} {'pod':>10} {'msgs/s':>9} {'MB/s':>6} {'p50 us':>7} {'p90 us':>7} "
               f"{'p99 us':>7} {'l7 frames/kcat':>14} {'busy':>5}", flush=True)  # fmt: skip
         for rnd in range(1, args.rounds + 1):
