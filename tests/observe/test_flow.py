@@ -124,5 +124,6 @@ def test_any_event_builds_a_valid_flow_and_filters_agree_with_it(ev: DatapathEve
         and ev.type in (EventType.DROP, EventType.POLICY_VERDICT, EventType.L7)
         and ev.drop_reason in (0, 133)
         and ev.direction
+        and ev.rule_cookie in (0, 0x101)  # 0x999: a cookie of a policy the agent no longer knows
     ):
         assert denied, "every policy drop names a policy (or default deny)"
