@@ -5,7 +5,16 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import os
+
 import pytest
+from hypothesis import settings
+
+# CI runs derandomized (the same examples every run: a red CI is a real regression, not a rare draw);
+# developers get fresh random exploration every run.
+settings.register_profile("ci", derandomize=True, deadline=None, print_blob=True)
+settings.register_profile("dev", deadline=None, print_blob=True)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
 
 REPO = Path(__file__).resolve().parents[1]
 CAPTURES = REPO / "tests" / "kafka" / "captures"  # real client frames (copied from the shared reference)
