@@ -22,35 +22,25 @@ static __always_inline int pal_handle(struct __sk_buff *skb, __u8 egress)
 	struct pal_pkt p;
 	struct pal_ev_ctx c = {};
 	struct pal_ep_ref ref;
-	__u8 direction = egress ? PAL_DIR_EGRESS : PAL_DIR_INGRESS;
 	__u32 peer_id;
 	int rc;
 
 	if (!ep)
 		return TC_ACT_OK; /* not a Palisade endpoint */
-	ref.ep_id = ep->ep_id;
-	ref.identity = ep->identity;
-	ref.flags = ep->flags;
-	ref.rev = ep->policy_rev;
+	pal_ep_ref_init(&ref, ep);
 	c.ifindex = ifindex;
 	c.ep_id = ref.ep_id;
 
 	rc = pal_parse(skb, &p);
-	if (rc == PAL_PARSE_NOT_IPV4) {
+	if (rc == PAL_PARSE_NOT_IPV4) { /* ARP passes; IPv6 and other L3 protocols are dropped below */
 		void *data = (void *)(long)skb->data;
 		void *data_end = (void *)(long)skb->data_end;
 		struct ethhdr *eth = data;
 		if ((void *)(eth + 1) <= data_end && eth->h_proto == bpf_htons(ETH_P_ARP))
 			return TC_ACT_OK;
-		/* IPv6 and other L3 protocols are not policed yet: fail closed. */
-		pal_count(PAL_CNT_NOT_IPV4);
-		pal_metric(PAL_DROP_UNSUPPORTED_L3, direction, skb->len);
-		return TC_ACT_SHOT;
 	}
 	if (rc != PAL_PARSE_OK) {
-		c.src_identity = egress ? ref.identity : 0;
-		c.dst_identity = egress ? 0 : ref.identity;
-		pal_enforce_drop(&c, &p, direction, PAL_DROP_INVALID, PAL_MATCH_NONE, 0);
+		pal_enforce_unparsed(&c, &p, rc, ref.identity, egress);
 		return TC_ACT_SHOT;
 	}
 
@@ -66,8 +56,7 @@ static __always_inline int pal_handle(struct __sk_buff *skb, __u8 egress)
 			}
 		}
 	}
-	c.src_identity = egress ? ref.identity : peer_id;
-	c.dst_identity = egress ? peer_id : ref.identity;
+	pal_ev_identities(&c, ref.identity, peer_id, egress);
 
 	/* conntrack, policy, audit, L7 hand-off, events: shared with the hostNetwork hooks (lib/enforce.h) */
 	return pal_enforce(&c, &p, &ref, peer_id, egress, 1) ? TC_ACT_OK : TC_ACT_SHOT;

@@ -59,20 +59,12 @@ static __always_inline int hn_sock_addr(struct bpf_sock_addr *ctx, __u32 saddr_b
 
 	p.saddr_be = saddr_be;
 	p.daddr_be = daddr_be;
-	p.sport_be = bpf_htons((__u16)ctx->sk->src_port);
-	p.dport_be = dport_be;
 	p.proto = proto;
-	p.policy_port = bpf_ntohs(dport_be);
-	p.ev_sport = (__u16)ctx->sk->src_port;
-	p.ev_dport = p.policy_port;
-	p.valid_l4 = 1;
+	pal_parse_ports(&p, bpf_htons((__u16)ctx->sk->src_port), dport_be);
 	c.ep_id = ep->ep_id;
-	c.src_identity = ep->identity;
-	c.dst_identity = peer;
+	pal_ev_identities(&c, ep->identity, peer, 1);
 	c.cgroup_id = cg;
-	pal_emit(&c, &p, PAL_EV_POLICY_VERDICT, PAL_VERDICT_DROPPED, PAL_DIR_EGRESS, 0, v.drop_reason, v.match_type,
-		 v.cookie);
-	pal_enforce_drop(&c, &p, PAL_DIR_EGRESS, v.drop_reason, v.match_type, v.cookie);
+	pal_enforce_deny(&c, &p, PAL_DIR_EGRESS, v.drop_reason, v.match_type, v.cookie);
 	return SOCK_ADDR_DENY;
 }
 
@@ -145,24 +137,14 @@ static __always_inline int hn_skb(struct __sk_buff *skb, __u8 egress)
 		pal_metric(PAL_DROP_NO_CONFIG, direction, skb->len);
 		return CGROUP_SKB_DROP;
 	}
-	ep.ep_id = e->ep_id;
-	ep.identity = e->identity;
-	ep.flags = e->flags;
-	ep.rev = e->policy_rev;
+	pal_ep_ref_init(&ep, e);
 	c.ifindex = skb->ifindex;
 	c.ep_id = ep.ep_id;
 	c.cgroup_id = cg;
 
 	rc = pal_parse_ip(skb, &p);
-	if (rc == PAL_PARSE_NOT_IPV4) {
-		pal_count(PAL_CNT_NOT_IPV4);
-		pal_metric(PAL_DROP_UNSUPPORTED_L3, direction, skb->len);
-		return CGROUP_SKB_DROP;
-	}
 	if (rc != PAL_PARSE_OK) {
-		c.src_identity = egress ? ep.identity : 0;
-		c.dst_identity = egress ? 0 : ep.identity;
-		pal_enforce_drop(&c, &p, direction, PAL_DROP_INVALID, PAL_MATCH_NONE, 0);
+		pal_enforce_unparsed(&c, &p, rc, ep.identity, egress);
 		return CGROUP_SKB_DROP;
 	}
 	if (egress)
@@ -171,8 +153,7 @@ static __always_inline int hn_skb(struct __sk_buff *skb, __u8 egress)
 		peer = PAL_ID_HOST; /* sent by this node (its own addresses, other host-network processes) */
 	else
 		peer = hn_peer_identity(p.saddr_be);
-	c.src_identity = egress ? ep.identity : peer;
-	c.dst_identity = egress ? peer : ep.identity;
+	pal_ev_identities(&c, ep.identity, peer, egress);
 	return pal_enforce(&c, &p, &ep, peer, egress, 0) ? CGROUP_SKB_PASS : CGROUP_SKB_DROP;
 }
 

@@ -33,6 +33,46 @@ static __always_inline int pal_enforce_drop(const struct pal_ev_ctx *c, const st
 	return 0;
 }
 
+/* A policy decision denied the flow: its POLICY_VERDICT event, then the drop. */
+static __always_inline int pal_enforce_deny(const struct pal_ev_ctx *c, const struct pal_pkt *p, __u8 direction,
+					    __u16 reason, __u8 match_type, __u32 cookie)
+{
+	pal_emit(c, p, PAL_EV_POLICY_VERDICT, PAL_VERDICT_DROPPED, direction, 0, reason, match_type, cookie);
+	return pal_enforce_drop(c, p, direction, reason, match_type, cookie);
+}
+
+/* The endpoint a packet belongs to, as pal_enforce needs it. */
+static __always_inline void pal_ep_ref_init(struct pal_ep_ref *ref, const struct pal_endpoint *ep)
+{
+	ref->ep_id = ep->ep_id;
+	ref->identity = ep->identity;
+	ref->flags = ep->flags;
+	ref->rev = ep->policy_rev;
+}
+
+/* Event identities: the endpoint is the source of its egress and the destination of its ingress. */
+static __always_inline void pal_ev_identities(struct pal_ev_ctx *c, __u32 ep_identity, __u32 peer_id, __u8 egress)
+{
+	c->src_identity = egress ? ep_identity : peer_id;
+	c->dst_identity = egress ? peer_id : ep_identity;
+}
+
+/* A packet the parser rejected (rc of pal_parse / pal_parse_ip) is dropped: IPv6 and other L3 protocols are
+ * not policed yet (fail closed, counted), malformed IPv4 is an INVALID drop. Returns 0 (drop). */
+static __always_inline int pal_enforce_unparsed(struct pal_ev_ctx *c, const struct pal_pkt *p, int rc,
+						__u32 ep_identity, __u8 egress)
+{
+	__u8 direction = egress ? PAL_DIR_EGRESS : PAL_DIR_INGRESS;
+
+	if (rc == PAL_PARSE_NOT_IPV4) {
+		pal_count(PAL_CNT_NOT_IPV4);
+		pal_metric(PAL_DROP_UNSUPPORTED_L3, direction, p->len);
+		return 0;
+	}
+	pal_ev_identities(c, ep_identity, 0, egress);
+	return pal_enforce_drop(c, p, direction, PAL_DROP_INVALID, PAL_MATCH_NONE, 0);
+}
+
 static __always_inline int pal_enforce(const struct pal_ev_ctx *c, const struct pal_pkt *p,
 				       const struct pal_ep_ref *ep, __u32 peer_id, __u8 egress, __u8 l7_capable)
 {
@@ -65,9 +105,7 @@ static __always_inline int pal_enforce(const struct pal_ev_ctx *c, const struct 
 			}
 			if (!v.allowed && !v.audit && !(cfg && (cfg->flags & PAL_CFG_AUDIT_MODE))) {
 				ct_map_delete(p->proto, &key);
-				pal_emit(c, p, PAL_EV_POLICY_VERDICT, PAL_VERDICT_DROPPED, direction, 0, v.drop_reason,
-					 v.match_type, v.cookie);
-				return pal_enforce_drop(c, p, direction, v.drop_reason, v.match_type, v.cookie);
+				return pal_enforce_deny(c, p, direction, v.drop_reason, v.match_type, v.cookie);
 			}
 			if (v.allowed && v.l7 && (!l7_capable || !(ct->flags & PAL_CT_F_L7))) {
 				/* L7 policy now applies to a connection that is not under L7 control: cut it so the
@@ -111,14 +149,10 @@ static __always_inline int pal_enforce(const struct pal_ev_ctx *c, const struct 
 		if (v.audit || (cfg && (cfg->flags & PAL_CFG_AUDIT_MODE) && v.drop_reason != PAL_DROP_POLICY_FULL)) {
 			audit = 1;
 		} else {
-			pal_emit(c, p, PAL_EV_POLICY_VERDICT, PAL_VERDICT_DROPPED, direction, 0, v.drop_reason,
-				 v.match_type, v.cookie);
-			return pal_enforce_drop(c, p, direction, v.drop_reason, v.match_type, v.cookie);
+			return pal_enforce_deny(c, p, direction, v.drop_reason, v.match_type, v.cookie);
 		}
 	} else if (v.l7 && !l7_capable) {
-		pal_emit(c, p, PAL_EV_POLICY_VERDICT, PAL_VERDICT_DROPPED, direction, 0, PAL_DROP_L7_NOT_ARMED,
-			 PAL_MATCH_L7, v.cookie);
-		return pal_enforce_drop(c, p, direction, PAL_DROP_L7_NOT_ARMED, PAL_MATCH_L7, v.cookie);
+		return pal_enforce_deny(c, p, direction, PAL_DROP_L7_NOT_ARMED, PAL_MATCH_L7, v.cookie);
 	}
 
 	struct pal_ct_val nv = {};

@@ -25,6 +25,73 @@ struct pal_pkt {
 #define PAL_PARSE_NOT_IPV4 1
 #define PAL_PARSE_INVALID 2
 
+/* Internal: the IPv4 header needs its L4 header parsed (not a return value of the parsers). */
+#define PAL_PARSE_L4 (-1)
+
+/* The IPv4 header, in the packet (TC) or copied to the stack (cgroup_skb): addresses and protocol into p. A
+ * later fragment has no L4 header: it gets the ports its first fragment recorded, or is invalid (fail
+ * closed) when that was not seen. Returns PAL_PARSE_INVALID, PAL_PARSE_OK (a later fragment, p complete)
+ * or PAL_PARSE_L4. */
+static __always_inline int pal_parse_l3(const struct iphdr *ip, struct pal_pkt *p)
+{
+	if (ip->ihl < 5 || ip->version != 4)
+		return PAL_PARSE_INVALID;
+	p->saddr_be = ip->saddr;
+	p->daddr_be = ip->daddr;
+	p->proto = ip->protocol;
+	if ((bpf_ntohs(ip->frag_off) & 0x1fff) == 0)
+		return PAL_PARSE_L4;
+
+	struct pal_frag_key fk = {.saddr_be = ip->saddr, .daddr_be = ip->daddr, .id_be = ip->id, .proto = ip->protocol};
+	struct pal_frag_val *fv = bpf_map_lookup_elem(&pal_frags, &fk);
+	if (!fv)
+		return PAL_PARSE_INVALID; /* unknown fragment: fail closed */
+	p->sport_be = fv->sport_be;
+	p->dport_be = fv->dport_be;
+	p->policy_port = bpf_ntohs(fv->dport_be);
+	p->ev_sport = bpf_ntohs(fv->sport_be);
+	p->ev_dport = p->policy_port;
+	p->valid_l4 = 1;
+	return PAL_PARSE_OK;
+}
+
+/* TCP / UDP / SCTP: both ports (network order), policed on the destination port. */
+static __always_inline void pal_parse_ports(struct pal_pkt *p, __u16 sport_be, __u16 dport_be)
+{
+	p->sport_be = sport_be;
+	p->dport_be = dport_be;
+	p->policy_port = bpf_ntohs(dport_be);
+	p->ev_sport = bpf_ntohs(sport_be);
+	p->ev_dport = p->policy_port;
+	p->valid_l4 = 1;
+}
+
+/* ICMP: policed on the type; an echo's id stands in for the ports so request and reply share a CT entry. */
+static __always_inline void pal_parse_icmp(struct pal_pkt *p, __u8 type, __u8 code, __u16 id_be)
+{
+	p->ev_sport = type;
+	p->ev_dport = code;
+	p->policy_port = type;
+	if (type == 8) { /* echo request */
+		p->sport_be = id_be;
+	} else if (type == 0) { /* echo reply */
+		p->dport_be = id_be;
+		p->icmp_echo_reply = 1;
+	}
+	p->valid_l4 = 1;
+}
+
+/* The L4 header is parsed: a first fragment (more fragments follow) records its ports for the later ones. */
+static __always_inline int pal_parse_done(const struct iphdr *ip, struct pal_pkt *p)
+{
+	if (bpf_ntohs(ip->frag_off) & 0x2000) {
+		struct pal_frag_key fk = {.saddr_be = ip->saddr, .daddr_be = ip->daddr, .id_be = ip->id, .proto = ip->protocol};
+		struct pal_frag_val fv = {.sport_be = p->sport_be, .dport_be = p->dport_be};
+		bpf_map_update_elem(&pal_frags, &fk, &fv, BPF_ANY);
+	}
+	return PAL_PARSE_OK;
+}
+
 static __always_inline int pal_parse(struct __sk_buff *skb, struct pal_pkt *p)
 {
 	void *data = (void *)(long)skb->data;
@@ -32,6 +99,7 @@ static __always_inline int pal_parse(struct __sk_buff *skb, struct pal_pkt *p)
 	struct ethhdr *eth = data;
 	struct iphdr *ip;
 	__u32 l4off;
+	int rc;
 
 	__builtin_memset(p, 0, sizeof(*p));
 	p->len = skb->len;
@@ -42,38 +110,17 @@ static __always_inline int pal_parse(struct __sk_buff *skb, struct pal_pkt *p)
 	ip = (void *)(eth + 1);
 	if ((void *)(ip + 1) > data_end)
 		return PAL_PARSE_INVALID;
-	if (ip->ihl < 5 || ip->version != 4)
-		return PAL_PARSE_INVALID;
-	p->saddr_be = ip->saddr;
-	p->daddr_be = ip->daddr;
-	p->proto = ip->protocol;
+	rc = pal_parse_l3(ip, p);
+	if (rc != PAL_PARSE_L4)
+		return rc;
 	l4off = sizeof(struct ethhdr) + ip->ihl * 4;
-
-	__u16 frag = bpf_ntohs(ip->frag_off);
-	int more = frag & 0x2000;
-	__u16 foff = frag & 0x1fff;
-	if (foff != 0) {
-		/* A later fragment: ports from the first one, if we saw it. */
-		struct pal_frag_key fk = {.saddr_be = ip->saddr, .daddr_be = ip->daddr, .id_be = ip->id, .proto = ip->protocol};
-		struct pal_frag_val *fv = bpf_map_lookup_elem(&pal_frags, &fk);
-		if (!fv)
-			return PAL_PARSE_INVALID; /* unknown fragment: fail closed */
-		p->sport_be = fv->sport_be;
-		p->dport_be = fv->dport_be;
-		p->policy_port = bpf_ntohs(fv->dport_be);
-		p->ev_sport = bpf_ntohs(fv->sport_be);
-		p->ev_dport = p->policy_port;
-		p->valid_l4 = 1;
-		return PAL_PARSE_OK;
-	}
 
 	switch (p->proto) {
 	case IPPROTO_TCP_: {
 		struct tcphdr *th = data + l4off;
 		if ((void *)(th + 1) > data_end)
 			return PAL_PARSE_INVALID;
-		p->sport_be = th->source;
-		p->dport_be = th->dest;
+		pal_parse_ports(p, th->source, th->dest);
 		p->tcp_flags = ((__u8 *)th)[13];
 		break;
 	}
@@ -81,60 +128,41 @@ static __always_inline int pal_parse(struct __sk_buff *skb, struct pal_pkt *p)
 		struct udphdr *uh = data + l4off;
 		if ((void *)(uh + 1) > data_end)
 			return PAL_PARSE_INVALID;
-		p->sport_be = uh->source;
-		p->dport_be = uh->dest;
+		pal_parse_ports(p, uh->source, uh->dest);
 		break;
 	}
 	case IPPROTO_SCTP_: {
 		__u16 *ports = data + l4off;
 		if ((void *)(ports + 2) > data_end)
 			return PAL_PARSE_INVALID;
-		p->sport_be = ports[0];
-		p->dport_be = ports[1];
+		pal_parse_ports(p, ports[0], ports[1]);
 		break;
 	}
 	case IPPROTO_ICMP_: {
 		struct icmphdr *ih = data + l4off;
 		if ((void *)(ih + 1) > data_end)
 			return PAL_PARSE_INVALID;
-		p->ev_sport = ih->type;
-		p->ev_dport = ih->code;
-		p->policy_port = ih->type;
-		if (ih->type == 8) { /* echo request */
-			p->sport_be = ih->un.echo.id;
-		} else if (ih->type == 0) { /* echo reply */
-			p->dport_be = ih->un.echo.id;
-			p->icmp_echo_reply = 1;
-		}
-		p->valid_l4 = 1;
-		goto out;
+		pal_parse_icmp(p, ih->type, ih->code, ih->un.echo.id);
+		break;
 	}
 	default:
 		p->valid_l4 = 1;
-		goto out;
 	}
-	p->policy_port = bpf_ntohs(p->dport_be);
-	p->ev_sport = bpf_ntohs(p->sport_be);
-	p->ev_dport = p->policy_port;
-	p->valid_l4 = 1;
-out:
-	if (more) {
-		struct pal_frag_key fk = {.saddr_be = ip->saddr, .daddr_be = ip->daddr, .id_be = ip->id, .proto = ip->protocol};
-		struct pal_frag_val fv = {.sport_be = p->sport_be, .dport_be = p->dport_be};
-		bpf_map_update_elem(&pal_frags, &fk, &fv, BPF_ANY);
-	}
-	return PAL_PARSE_OK;
+	return pal_parse_done(ip, p);
 }
 
 /* The same parse for hooks where the packet starts at the IP header (cgroup_skb ingress/egress). Headers are
  * read with bpf_skb_load_bytes, so a non-linear skb (GSO sends, paged receives) parses like a linear one. The
  * socket layer sees whole datagrams (reassembled on receive, not yet fragmented on send), but fragments are
- * handled as in pal_parse so the two parsers agree on every input. */
+ * handled as in pal_parse so the two parsers agree on every input, but for a truncated TCP or UDP header:
+ * pal_parse needs the whole header, this one only the bytes it reads (14 of TCP's, UDP's ports). */
 static __always_inline int pal_parse_ip(struct __sk_buff *skb, struct pal_pkt *p)
 {
 	struct iphdr ip;
 	__u8 l4[16];
 	__u32 l4off;
+	__u16 w0, w1;
+	int rc;
 
 	__builtin_memset(p, 0, sizeof(*p));
 	p->len = skb->len;
@@ -142,77 +170,33 @@ static __always_inline int pal_parse_ip(struct __sk_buff *skb, struct pal_pkt *p
 		return PAL_PARSE_NOT_IPV4;
 	if (bpf_skb_load_bytes(skb, 0, &ip, sizeof(ip)) < 0)
 		return PAL_PARSE_INVALID;
-	if (ip.ihl < 5 || ip.version != 4)
-		return PAL_PARSE_INVALID;
-	p->saddr_be = ip.saddr;
-	p->daddr_be = ip.daddr;
-	p->proto = ip.protocol;
+	rc = pal_parse_l3(&ip, p);
+	if (rc != PAL_PARSE_L4)
+		return rc;
 	l4off = ip.ihl * 4;
-
-	__u16 frag = bpf_ntohs(ip.frag_off);
-	int more = frag & 0x2000;
-	__u16 foff = frag & 0x1fff;
-	if (foff != 0) {
-		struct pal_frag_key fk = {.saddr_be = ip.saddr, .daddr_be = ip.daddr, .id_be = ip.id, .proto = ip.protocol};
-		struct pal_frag_val *fv = bpf_map_lookup_elem(&pal_frags, &fk);
-		if (!fv)
-			return PAL_PARSE_INVALID; /* unknown fragment: fail closed */
-		p->sport_be = fv->sport_be;
-		p->dport_be = fv->dport_be;
-		p->policy_port = bpf_ntohs(fv->dport_be);
-		p->ev_sport = bpf_ntohs(fv->sport_be);
-		p->ev_dport = p->policy_port;
-		p->valid_l4 = 1;
-		return PAL_PARSE_OK;
-	}
 
 	switch (p->proto) {
 	case IPPROTO_TCP_:
-		if (bpf_skb_load_bytes(skb, l4off, l4, 14) < 0)
-			return PAL_PARSE_INVALID;
-		__builtin_memcpy(&p->sport_be, &l4[0], 2);
-		__builtin_memcpy(&p->dport_be, &l4[2], 2);
-		p->tcp_flags = l4[13];
-		break;
 	case IPPROTO_UDP_:
 	case IPPROTO_SCTP_:
-		if (bpf_skb_load_bytes(skb, l4off, l4, 4) < 0)
+		if (bpf_skb_load_bytes(skb, l4off, l4, p->proto == IPPROTO_TCP_ ? 14 : 4) < 0)
 			return PAL_PARSE_INVALID;
-		__builtin_memcpy(&p->sport_be, &l4[0], 2);
-		__builtin_memcpy(&p->dport_be, &l4[2], 2);
+		__builtin_memcpy(&w0, &l4[0], 2);
+		__builtin_memcpy(&w1, &l4[2], 2);
+		pal_parse_ports(p, w0, w1);
+		if (p->proto == IPPROTO_TCP_)
+			p->tcp_flags = l4[13];
 		break;
-	case IPPROTO_ICMP_: {
-		__u16 id_be;
+	case IPPROTO_ICMP_:
 		if (bpf_skb_load_bytes(skb, l4off, l4, 8) < 0)
 			return PAL_PARSE_INVALID;
-		__builtin_memcpy(&id_be, &l4[4], 2);
-		p->ev_sport = l4[0];
-		p->ev_dport = l4[1];
-		p->policy_port = l4[0];
-		if (l4[0] == 8) { /* echo request */
-			p->sport_be = id_be;
-		} else if (l4[0] == 0) { /* echo reply */
-			p->dport_be = id_be;
-			p->icmp_echo_reply = 1;
-		}
-		p->valid_l4 = 1;
-		goto out;
-	}
+		__builtin_memcpy(&w0, &l4[4], 2);
+		pal_parse_icmp(p, l4[0], l4[1], w0);
+		break;
 	default:
 		p->valid_l4 = 1;
-		goto out;
 	}
-	p->policy_port = bpf_ntohs(p->dport_be);
-	p->ev_sport = bpf_ntohs(p->sport_be);
-	p->ev_dport = p->policy_port;
-	p->valid_l4 = 1;
-out:
-	if (more) {
-		struct pal_frag_key fk = {.saddr_be = ip.saddr, .daddr_be = ip.daddr, .id_be = ip.id, .proto = ip.protocol};
-		struct pal_frag_val fv = {.sport_be = p->sport_be, .dport_be = p->dport_be};
-		bpf_map_update_elem(&pal_frags, &fk, &fv, BPF_ANY);
-	}
-	return PAL_PARSE_OK;
+	return pal_parse_done(&ip, p);
 }
 
 #endif
