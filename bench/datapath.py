@@ -89,7 +89,9 @@ def run_testrun(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def backends_available(wanted: list[str]) -> list[str]:
-    out = []
+    out: list[str] = []
+    if wanted == ["none"]:
+        return out
     for b in wanted:
         base = b.split("-")[0]
         if base not in ("nft", "legacy") or b not in ("nft", "legacy", "nft-ct", "legacy-ct"):
@@ -203,9 +205,16 @@ def run_pods(args: argparse.Namespace) -> dict[str, Any]:
             getattr(env, wl.replace("-", "_"))(1)
         samples: list[dm.Sample] = []
         out["load"] = []
+        out["agent_idle_per_round"] = []
         for r in range(args.rounds):
             out["load"].append(loadavg())
-            log(f"-- round {r + 1}/{args.rounds} (load {out['load'][-1]})")
+            cpu0, t0 = proc_cpu_s(env.pid), time.perf_counter()
+            time.sleep(1)  # the agent's own background CPU (housekeeping), no traffic
+            out["agent_idle_per_round"].append((proc_cpu_s(env.pid) - cpu0) / (time.perf_counter() - t0))
+            log(
+                f"-- round {r + 1}/{args.rounds} (load {out['load'][-1]}; agent idle "
+                f"{out['agent_idle_per_round'][-1] * 100:.0f} % of a core)"
+            )
             for name, kind, n in configs:
                 env.set_config(name, kind, n)
                 line = []
@@ -336,6 +345,11 @@ def report(res: dict[str, Any]) -> str:
         for sw in pods.get("size_switches", []):
             lines.append(f"policy {sw['from']} -> {sw['to']} entries: datapath {sw['datapath_ms']:.0f} ms, "
                          f"CLI {sw['cli_s']:.2f} s ({sw['entries_changed']} entry changes)")  # fmt: skip
+        if pods.get("agent_idle_per_round"):
+            lines.append(
+                "agent idle CPU at the start of each round (% of a core): "
+                + ", ".join(f"{x * 100:.0f}" for x in pods["agent_idle_per_round"])
+            )
         if "agent_idle_cpu" in pods:
             lines.append(
                 f"agent idle CPU at {max(pods['sizes'])} entries: {pods['agent_idle_cpu'] * 100:.1f} %"
@@ -369,7 +383,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sizes", help="policy entries / iptables rules, comma-separated (default 10000,50000)")
     ap.add_argument("--rounds", type=int)
     ap.add_argument("--seconds", type=int, help="seconds per workload run")
-    ap.add_argument("--iptables", help="nft,legacy,nft-ct,legacy-ct (default nft,legacy,nft-ct)")
+    ap.add_argument("--iptables", help="nft,legacy,nft-ct,legacy-ct or none (default nft,legacy,nft-ct)")
     ap.add_argument("--change-reps", type=int)
     ap.add_argument(
         "--no-paused-agent",
