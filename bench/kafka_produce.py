@@ -48,6 +48,7 @@ from typing import Any
 
 from _e2e import PY, REPO, TestAgent, load, machine_busy, median, pct, spread
 
+from palisade.bpf import enable_stats
 from palisade.bpf.maps import Map
 from palisade.datapath import abi
 
@@ -109,6 +110,19 @@ class Counters:
     def __init__(self, bpf_root: str) -> None:
         self.map = Map.open_pinned(os.path.join(bpf_root, "pal_counters"))
         self.state = Map.open_pinned(os.path.join(bpf_root, "pal_kafka_state"))
+
+    def l7_prog_stats(self) -> tuple[int, int]:
+        """(run_time_ns, run_cnt) summed over this agent's pal_kafka_verdict and pal_kafka_msg (the programs
+        that use its pinned pal_kafka_state), counted while bpf_stats are enabled."""
+        from palisade.bpf import inventory
+
+        mine = self.state.info().id
+        ns = cnt = 0
+        for p in inventory.programs():
+            if p.name.startswith(("pal_kafka_verdi", "pal_kafka_msg")) and mine in p.map_ids:
+                ns += p.run_time_ns
+                cnt += p.run_cnt
+        return ns, cnt
 
     def enrolled(self) -> set[str]:
         """Client addresses of the broker connections under L7 control now (pal_kafka_state keys)."""
@@ -240,6 +254,9 @@ class ModeRound:
     kcat_wall_s: list[float] = field(default_factory=list)
     lat_us: list[float] = field(default_factory=list)
     l7_frames_kcat: list[int] = field(default_factory=list)
+    bpf_ns_kcat: list[int] = field(default_factory=list)  # L7 programs' run time during each kcat run
+    bpf_runs_kcat: list[int] = field(default_factory=list)
+    bpf_ns_lat: int = 0
     l7_frames_lat: int = 0  # grown during this mode's latency chunks (the other, idle client included)
     busy: list[float] = field(default_factory=list)
 
@@ -262,9 +279,11 @@ def check_mode(mode: str, frames: int, denied: int, what: str) -> None:
 def kcat_run(cl: Cluster, mr: ModeRound, msgfile: str, messages: int) -> None:
     f0, d0 = cl.counters.read()
     m0 = cl.marker()
+    s0 = cl.counters.l7_prog_stats()
     b0 = machine_busy()
     out = cl.kcat(mr.pod, msgfile)
     b1 = machine_busy()
+    s1 = cl.counters.l7_prog_stats()
     m1 = cl.marker()
     f1, d1 = cl.counters.read()
     if m1 - m0 - 1 != messages:
@@ -273,6 +292,8 @@ def kcat_run(cl: Cluster, mr: ModeRound, msgfile: str, messages: int) -> None:
     check_mode(mr.mode, f1 - f0, d1 - d0, f"kcat run from {mr.pod}")
     mr.kcat_wall_s.append(float(out["wall_s"]))
     mr.l7_frames_kcat.append(f1 - f0)
+    mr.bpf_ns_kcat.append(s1[0] - s0[0])
+    mr.bpf_runs_kcat.append(s1[1] - s0[1])
     mr.busy.append((b1[0] - b0[0]) / max(1, b1[1] - b0[1]))
 
 
@@ -285,8 +306,11 @@ def latency_series(cl: Cluster, pair: list[ModeRound], n: int, rnd: int) -> None
             order = pair if (i + rnd) % 2 == 0 else pair[::-1]
             for mr in order:
                 f0, d0 = cl.counters.read()
+                s0 = cl.counters.l7_prog_stats()
                 mr.lat_us += clients[mr.mode].run(min(CHUNK, n))
+                s1 = cl.counters.l7_prog_stats()
                 f1, d1 = cl.counters.read()
+                mr.bpf_ns_lat += s1[0] - s0[0]
                 enrolled = cl.counters.enrolled()
                 ip = cl.pod_ips[mr.pod]
                 # Both clients hold connections now: the idle one may send a background request (metadata)
@@ -340,6 +364,12 @@ def summarize(results: list[ModeRound], messages: int) -> dict[str, Any]:
             "l7_frames_per_kcat_run": median([f for r in rs for f in r.l7_frames_kcat]),
             "l7_frames_per_latency_sample": median([r.l7_frames_lat / max(1, len(r.lat_us)) for r in rs]),
             "busy": median([b for r in rs for b in r.busy]),
+            "bpf_ms_per_kcat_run": median([ns / 1e6 for r in rs for ns in r.bpf_ns_kcat]),
+            "bpf_share_of_kcat_wall": median(
+                [ns / 1e9 / w for r in rs for ns, w in zip(r.bpf_ns_kcat, r.kcat_wall_s, strict=True)]
+            ),
+            "bpf_runs_per_kcat_run": median([c for r in rs for c in r.bpf_runs_kcat]),
+            "bpf_us_per_latency_sample": median([r.bpf_ns_lat / 1000 / max(1, len(r.lat_us)) for r in rs]),
         }
     e = [r for r in results if r.mode == "enforced"]
     u = {r.round: r for r in results if r.mode == "unpoliced"}
@@ -378,12 +408,15 @@ def main() -> None:
     tmp = tempfile.mkdtemp(prefix="pal-kafka-bench-")
     results: list[ModeRound] = []
     cl: Cluster | None = None
+    stats: Any = None
     try:
         msgfile = os.path.join(tmp, "msgs.txt")
         write_messages(msgfile, args.messages)
         agent.start()
         ips = {pod: agent.pod(PRODUCER_NS, pod, {"app": pod})["ip"] for pod in PODS}
         cl = Cluster(agent, ips)
+        stats = enable_stats()
+        stats.__enter__()
         print(f"{'round':>5} {'mode':>10} {'pod':>10} {'msgs/s':>9} {'MB/s':>6} {'p50 us':>7} {'p90 us':>7} "
               f"{'p99 us':>7} {'l7 frames/kcat':>14} {'busy':>5}", flush=True)  # fmt: skip
         for rnd in range(1, args.rounds + 1):
@@ -418,6 +451,8 @@ def main() -> None:
                       flush=True)  # fmt: skip
         cl.stop_broker()
     finally:
+        if stats is not None:
+            stats.__exit__(None, None, None)
         if cl is not None:
             cl.counters.close()
         agent.cleanup()
@@ -431,7 +466,10 @@ def main() -> None:
               f"[{v['p50_spread']}] p90 {v['p90_us']:.0f} p99 {v['p99_us']:.0f} [{v['p99_spread']}] us; pooled "
               f"(n={v['pooled']['n']}) p50 {v['pooled']['p50']:.0f} p90 {v['pooled']['p90']:.0f} p99 "
               f"{v['pooled']['p99']:.0f}; l7 frames per kcat run {v['l7_frames_per_kcat_run']:.0f}, per latency "
-              f"sample {v['l7_frames_per_latency_sample']:.2f}; machine busy {v['busy']:.2f}")  # fmt: skip
+              f"sample {v['l7_frames_per_latency_sample']:.2f}; L7 programs' run time per kcat run "
+              f"{v['bpf_ms_per_kcat_run']:.2f} ms in {v['bpf_runs_per_kcat_run']:.0f} runs "
+              f"({100 * v['bpf_share_of_kcat_wall']:.2f} % of its wall time), per latency sample "
+              f"{v['bpf_us_per_latency_sample']:.2f} us; machine busy {v['busy']:.2f}")  # fmt: skip
     if "ratio" in s:
         r = s["ratio"]
         print(f"enforced / unpoliced: throughput {r['throughput']:.3f} (per round {r['throughput_per_round']}); "
