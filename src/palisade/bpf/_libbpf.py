@@ -22,9 +22,9 @@ import logging
 import os
 import platform
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, Self, TypeVar
 
 from palisade.errors import BpfError, NotSupported
 
@@ -374,6 +374,31 @@ def check(ret: int, message: str) -> int:
     return ret
 
 
+def new_fd(ret: int, message: str) -> int:
+    """The fd a bpf(2) wrapper returned (libbpf 1.x: negative = -errno, raised as BpfError(message))."""
+    fd = int(ret)
+    if fd < 0:
+        raise error(message, -fd)
+    return fd
+
+
+def pinned_fd(path: str, message: str) -> int:
+    """An fd for the object pinned at ``path`` (BPF_OBJ_GET); the caller owns it."""
+    return new_fd(func("bpf_obj_get")(os.fsencode(path)), message)
+
+
+_T = TypeVar("_T")
+
+
+def owning(fd: int, make: Callable[[int], _T]) -> _T:
+    """``make(fd)``; if that raises, ``fd`` is closed (the new object owns the fd only once it exists)."""
+    try:
+        return make(fd)
+    except BaseException:
+        close_fd(fd)
+        raise
+
+
 def check_ptr(ptr: int | None, message: str) -> int:
     """libbpf pointer convention: NULL (errno set) or, in legacy mode, an encoded -errno."""
     if not ptr:
@@ -473,4 +498,23 @@ def close_fd(fd: int) -> None:
         try:
             os.close(fd)
         except OSError:
+            pass
+
+
+class AutoClose:
+    """``close()`` at the end of a ``with`` block and, best effort (never raising), when garbage collected."""
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:
             pass

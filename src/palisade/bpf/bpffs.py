@@ -132,10 +132,7 @@ class PinInfo:
 
 def obj_get(path: str) -> int:
     """An fd for the pinned object at ``path`` (caller closes it)."""
-    fd = int(L.func("bpf_obj_get")(os.fsencode(path)))
-    if fd < 0:
-        raise L.error(f"open pin {path}", -fd)
-    return fd
+    return L.pinned_fd(path, f"open pin {path}")
 
 
 def pin_info(path: str) -> PinInfo:

@@ -110,7 +110,7 @@ class DatasecVar:
     scalar: ScalarInfo
 
 
-class Btf:
+class Btf(L.AutoClose):
     """A parsed BTF blob (owned) or an object's BTF (borrowed: freed with the object)."""
 
     def __init__(self, ptr: int, *, owned: bool, source: str) -> None:
@@ -140,18 +140,6 @@ class Btf:
         if self._ptr and self._owned:
             L.func("btf__free")(self._ptr)
         self._ptr = None
-
-    def __enter__(self) -> Btf:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def __del__(self) -> None:
-        try:
-            self.close()
-        except Exception:
-            pass
 
     @property
     def ptr(self) -> int:

@@ -68,7 +68,7 @@ def link_info_by_fd(fd: int) -> LinkInfo:
     return LinkInfo(ltype, raw.id, raw.prog_id)
 
 
-class Link:
+class Link(L.AutoClose):
     """A BPF link, from libbpf (``ptr``) or a raw fd. ``legacy_perf_fd`` marks a perf event with a program set
     by ioctl (kernels without BPF_LINK_CREATE for perf events): it detaches on close but cannot be pinned."""
 
@@ -86,18 +86,13 @@ class Link:
 
     @classmethod
     def open_pinned(cls, path: str) -> Link:
-        fd = int(L.func("bpf_obj_get")(os.fsencode(path)))
-        if fd < 0:
-            raise L.error(f"open pinned link {path}", -fd)
-        link = cls(fd=fd, what=f"pinned link {path}")
+        link = cls(fd=L.pinned_fd(path, f"open pinned link {path}"), what=f"pinned link {path}")
         link.pinned_path = path
         return link
 
     @classmethod
     def from_id(cls, link_id: int) -> Link:
-        fd = int(L.func("bpf_link_get_fd_by_id")(link_id))
-        if fd < 0:
-            raise L.error(f"link id {link_id}", -fd)
+        fd = L.new_fd(L.func("bpf_link_get_fd_by_id")(link_id), f"link id {link_id}")
         return cls(fd=fd, what=f"link id {link_id}")
 
     @property
@@ -174,18 +169,6 @@ class Link:
 
     close = destroy
 
-    def __enter__(self) -> Link:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.destroy()
-
-    def __del__(self) -> None:
-        try:
-            self.destroy()
-        except Exception:
-            pass
-
     def __repr__(self) -> str:
         return f"<Link {self.what}{' pinned ' + self.pinned_path if self.pinned_path else ''}>"
 
@@ -199,7 +182,7 @@ def _perf_disable(fd: int) -> None:
         pass
 
 
-class ProgAttachment:
+class ProgAttachment(L.AutoClose):
     """bpf_prog_attach-style attachment (no link): detach with bpf_prog_detach2."""
 
     def __init__(self, prog_fd: int, target_fd: int, attach_type: AttachType | int, what: str) -> None:
@@ -227,12 +210,6 @@ class ProgAttachment:
             L.close_fd(self._target_fd)
 
     close = detach
-
-    def __enter__(self) -> ProgAttachment:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.detach()
 
     def __del__(self) -> None:
         # never detach implicitly: an attachment outlives this handle unless detach() is called; only free fds

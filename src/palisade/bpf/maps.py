@@ -133,7 +133,7 @@ def to_bytes(value: Buffer, size: int, what: str) -> bytes:
     return data
 
 
-class Map:
+class Map(L.AutoClose):
     """A BPF map reached through a file descriptor."""
 
     # batch support per map type, probed on first use (map type -> bool)
@@ -160,25 +160,11 @@ class Map:
 
     @classmethod
     def open_pinned(cls, path: str) -> Map:
-        fd = L.func("bpf_obj_get")(os.fsencode(path))
-        if fd < 0:
-            raise L.error(f"open pinned map {path}", -fd)
-        try:
-            return cls(fd)
-        except BaseException:
-            L.close_fd(fd)
-            raise
+        return L.owning(L.pinned_fd(path, f"open pinned map {path}"), cls)
 
     @classmethod
     def from_id(cls, map_id: int) -> Map:
-        fd = L.func("bpf_map_get_fd_by_id")(map_id)
-        if fd < 0:
-            raise L.error(f"map id {map_id}", -fd)
-        try:
-            return cls(fd)
-        except BaseException:
-            L.close_fd(fd)
-            raise
+        return L.owning(L.new_fd(L.func("bpf_map_get_fd_by_id")(map_id), f"map id {map_id}"), cls)
 
     @classmethod
     def from_fd(cls, fd: int) -> Map:
@@ -199,16 +185,13 @@ class Map:
     ) -> Map:
         """Create a map directly (no BTF); used for probes, inner maps and tests."""
         o = L.opts(L.BpfMapCreateOpts, map_flags=flags, inner_map_fd=inner_map_fd)
-        fd = L.func("bpf_map_create")(
-            int(map_type), name.encode()[:15] or None, key_size, value_size, max_entries, ctypes.byref(o)
+        fd = L.new_fd(
+            L.func("bpf_map_create")(
+                int(map_type), name.encode()[:15] or None, key_size, value_size, max_entries, ctypes.byref(o)
+            ),
+            f"create {MapType(map_type).name.lower()} map {name!r}",
         )
-        if fd < 0:
-            raise L.error(f"create {MapType(map_type).name.lower()} map {name!r}", -fd)
-        try:
-            return cls(fd, name=name or None)
-        except BaseException:
-            L.close_fd(fd)
-            raise
+        return L.owning(fd, lambda fd: cls(fd, name=name or None))
 
     # --------------------------------------------------------------------------------- lifetime
 
@@ -229,18 +212,6 @@ class Map:
             self._closed = True
             if self._owner is None:
                 L.close_fd(self._fd)
-
-    def __enter__(self) -> Map:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def __del__(self) -> None:
-        try:
-            self.close()
-        except Exception:
-            pass
 
     def __repr__(self) -> str:
         t = self.type.name.lower() if isinstance(self.type, MapType) else self.type

@@ -97,7 +97,7 @@ class ReplacedPin:
     reason: str
 
 
-class Program:
+class Program(L.AutoClose):
     """A BPF program: from an object (libbpf owns it) or loaded/opened by fd (the Program owns the fd)."""
 
     def __init__(
@@ -121,23 +121,18 @@ class Program:
 
     @classmethod
     def open_pinned(cls, path: str) -> Program:
-        fd = int(L.func("bpf_obj_get")(os.fsencode(path)))
-        if fd < 0:
-            raise L.error(f"open pinned program {path}", -fd)
-        p = cls(name=os.path.basename(path), fd=fd)
-        try:
-            p.name = p.info().name or p.name
-        except BaseException:
-            p.close()
-            raise
-        return p
+        return cls._of_fd(L.pinned_fd(path, f"open pinned program {path}"), os.path.basename(path))
 
     @classmethod
     def from_id(cls, prog_id: int) -> Program:
-        fd = int(L.func("bpf_prog_get_fd_by_id")(prog_id))
-        if fd < 0:
-            raise L.error(f"program id {prog_id}", -fd)
-        p = cls(name=f"id{prog_id}", fd=fd)
+        return cls._of_fd(
+            L.new_fd(L.func("bpf_prog_get_fd_by_id")(prog_id), f"program id {prog_id}"), f"id{prog_id}"
+        )
+
+    @classmethod
+    def _of_fd(cls, fd: int, name: str) -> Program:
+        """A Program owning ``fd``, named as the kernel knows it (``name`` if it has none)."""
+        p = cls(name=name, fd=fd)
         try:
             p.name = p.info().name or p.name
         except BaseException:
@@ -325,23 +320,11 @@ class Program:
             if self._fd is not None:
                 L.close_fd(self._fd)
 
-    def __enter__(self) -> Program:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def __del__(self) -> None:
-        try:
-            self.close()
-        except Exception:
-            pass
-
     def __repr__(self) -> str:
         return f"<Program {self.name}>"
 
 
-class BpfObject:
+class BpfObject(L.AutoClose):
     """An ELF object's maps and programs. Use ``BpfObject.open(...)`` then ``.load()``, or as a context manager."""
 
     def __init__(self, ptr: int, path: str, pin_root: str | None) -> None:
@@ -644,18 +627,6 @@ class BpfObject:
         if self._ptr is not None:
             ptr, self._ptr = self._ptr, None
             L.func("bpf_object__close")(ptr)
-
-    def __enter__(self) -> BpfObject:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def __del__(self) -> None:
-        try:
-            self.close()
-        except Exception:
-            pass
 
     def __repr__(self) -> str:
         state = "closed" if self.closed else ("loaded" if self.loaded else "opened")

@@ -50,7 +50,7 @@ class _Ring:
     records: int = 0
 
 
-class RingBuffer:
+class RingBuffer(L.AutoClose):
     """``RingBuffer()`` then ``add(map, callback)`` per ring; or ``RingBuffer(map, callback)`` for one."""
 
     def __init__(self, ring: Map | None = None, callback: Callback | None = None, **kwargs: object) -> None:
@@ -169,18 +169,6 @@ class RingBuffer:
             if self._ptr is not None:
                 L.func("ring_buffer__free")(self._ptr)
                 self._ptr = None
-
-    def __enter__(self) -> RingBuffer:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def __del__(self) -> None:
-        try:
-            self.close()
-        except Exception:
-            pass
 
 
 def pending_bytes(ring: Map) -> int:

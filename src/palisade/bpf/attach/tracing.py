@@ -13,11 +13,15 @@ import errno
 import fcntl
 import os
 import platform
+from typing import TYPE_CHECKING
 
 from palisade.bpf import _libbpf as L
 from palisade.bpf.constants import AttachType
 from palisade.bpf.link import Link
 from palisade.errors import BpfError, NotSupported
+
+if TYPE_CHECKING:
+    from palisade.bpf.object import Program
 
 TRACEFS_DIRS = ("/sys/kernel/tracing", "/sys/kernel/debug/tracing")
 PERF_TYPE_TRACEPOINT = 2
@@ -158,22 +162,25 @@ def attach_tracepoint(prog: object, category: str, name: str, *, cookie: int | N
     return attach_perf_event(prog, perf_event_open(attr), what, cookie=cookie)
 
 
+def _raw_tp_link(prog: Program, what: str, tp_name: bytes | None, libbpf_attach: str, *args: object) -> Link:
+    """libbpf's ``libbpf_attach(prog, *args)`` for a program of an object, else BPF_RAW_TRACEPOINT_OPEN of
+    ``tp_name`` (None: the BTF target chosen at load)."""
+    if prog.has_libbpf_program:
+        with L.capture() as msgs:
+            ptr = L.func(libbpf_attach)(prog.ptr, *args)
+        if not ptr:
+            raise L.error(f"attach {what}", ctypes.get_errno() or errno.EINVAL, L.joined(msgs))
+        return Link(ptr=ptr, what=what)
+    return Link(fd=L.new_fd(L.func("bpf_raw_tracepoint_open")(tp_name, prog.fd), f"attach {what}"), what=what)
+
+
 def attach_raw_tracepoint(prog: object, name: str) -> Link:
     """Attach a raw tracepoint program (raw_tp/NAME) to tracepoint ``name`` (e.g. "sched_process_exec")."""
     from palisade.bpf.object import Program
 
     assert isinstance(prog, Program)
     what = f"raw_tracepoint {name} ({prog.name})"
-    if prog.has_libbpf_program:
-        with L.capture() as msgs:
-            ptr = L.func("bpf_program__attach_raw_tracepoint")(prog.ptr, name.encode())
-        if not ptr:
-            raise L.error(f"attach {what}", ctypes.get_errno() or errno.EINVAL, L.joined(msgs))
-        return Link(ptr=ptr, what=what)
-    fd = int(L.func("bpf_raw_tracepoint_open")(name.encode(), prog.fd))
-    if fd < 0:
-        raise L.error(f"attach {what}", -fd)
-    return Link(fd=fd, what=what)
+    return _raw_tp_link(prog, what, name.encode(), "bpf_program__attach_raw_tracepoint", name.encode())
 
 
 def attach_trace(prog: object) -> Link:
@@ -181,17 +188,7 @@ def attach_trace(prog: object) -> Link:
     from palisade.bpf.object import Program
 
     assert isinstance(prog, Program)
-    what = f"trace ({prog.name})"
-    if prog.has_libbpf_program:
-        with L.capture() as msgs:
-            ptr = L.func("bpf_program__attach_trace")(prog.ptr)
-        if not ptr:
-            raise L.error(f"attach {what}", ctypes.get_errno() or errno.EINVAL, L.joined(msgs))
-        return Link(ptr=ptr, what=what)
-    fd = int(L.func("bpf_raw_tracepoint_open")(None, prog.fd))
-    if fd < 0:
-        raise L.error(f"attach {what}", -fd)
-    return Link(fd=fd, what=what)
+    return _raw_tp_link(prog, f"trace ({prog.name})", None, "bpf_program__attach_trace")
 
 
 def attach_program(prog: object) -> Link:
