@@ -21,6 +21,7 @@ import ipaddress
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from palisade.datapath.events import EventType, TrafficDirection, Verdict
 from palisade.errors import NotSupported, PalisadeError
@@ -529,55 +530,15 @@ class FlowFilterBuilder:
 
     def _set_one(self, t: _Tracker, name: str, val: str) -> None:
         flag = f"--{name}"
-        if name == "pod":
-            t.on_left(lambda f: f.source_pod.append(val))
-            t.on_right(lambda f: f.destination_pod.append(val))
-        elif name == "from-pod":
-            t.both(lambda f: f.source_pod.append(val))
-        elif name == "to-pod":
-            t.both(lambda f: f.destination_pod.append(val))
+        kind = name.removeprefix("from-").removeprefix("to-")
+        if kind in _PEER_FIELDS:
+            _add_peer(t, name, kind, _peer_value(kind, val, flag))
         elif name == "namespace":
             t.ns.append(val)
         elif name == "from-namespace":
             t.src_ns.append(val)
         elif name == "to-namespace":
             t.dst_ns.append(val)
-        elif name in ("ip", "from-ip", "to-ip"):
-            _ip_matchers([val], flag)
-            if name == "ip":
-                t.on_left(lambda f: f.source_ip.append(val))
-                t.on_right(lambda f: f.destination_ip.append(val))
-            elif name == "from-ip":
-                t.both(lambda f: f.source_ip.append(val))
-            else:
-                t.both(lambda f: f.destination_ip.append(val))
-        elif name in ("label", "from-label", "to-label"):
-            parse_selector(val, flag)
-            if name == "label":
-                t.on_left(lambda f: f.source_label.append(val))
-                t.on_right(lambda f: f.destination_label.append(val))
-            elif name == "from-label":
-                t.both(lambda f: f.source_label.append(val))
-            else:
-                t.both(lambda f: f.destination_label.append(val))
-        elif name in ("identity", "from-identity", "to-identity"):
-            ident = parse_identity(val, flag)
-            if name == "identity":
-                t.on_left(lambda f: f.source_identity.append(ident))
-                t.on_right(lambda f: f.destination_identity.append(ident))
-            elif name == "from-identity":
-                t.both(lambda f: f.source_identity.append(ident))
-            else:
-                t.both(lambda f: f.destination_identity.append(ident))
-        elif name in ("port", "from-port", "to-port"):
-            _ports([val], flag)
-            if name == "port":
-                t.on_left(lambda f: f.source_port.append(val))
-                t.on_right(lambda f: f.destination_port.append(val))
-            elif name == "from-port":
-                t.both(lambda f: f.source_port.append(val))
-            else:
-                t.both(lambda f: f.destination_port.append(val))
         elif name == "protocol":
             if val.lower() not in _PROTOCOLS:
                 raise FilterError(flag, f"unknown protocol {val!r} (one of {', '.join(_PROTOCOLS)})")
@@ -627,6 +588,41 @@ class FlowFilterBuilder:
             t.both(lambda f: f.reply.append(val.lower() in ("1", "true", "yes")))
         else:
             raise FilterError(flag, "unknown filter flag")
+
+
+# --X matches either end of a flow (two filters: one on the source, one on the destination), --from-X the
+# source, --to-X the destination: X -> the FlowFilter's source and destination fields.
+_PEER_FIELDS: dict[str, tuple[Callable[[flow_pb2.FlowFilter], Any], Callable[[flow_pb2.FlowFilter], Any]]] = {
+    "pod": (lambda f: f.source_pod, lambda f: f.destination_pod),
+    "ip": (lambda f: f.source_ip, lambda f: f.destination_ip),
+    "label": (lambda f: f.source_label, lambda f: f.destination_label),
+    "identity": (lambda f: f.source_identity, lambda f: f.destination_identity),
+    "port": (lambda f: f.source_port, lambda f: f.destination_port),
+}
+
+
+def _peer_value(kind: str, val: str, flag: str) -> object:
+    """The value of --X / --from-X / --to-X, checked (FilterError naming ``flag``)."""
+    if kind == "ip":
+        _ip_matchers([val], flag)
+    elif kind == "label":
+        parse_selector(val, flag)
+    elif kind == "port":
+        _ports([val], flag)
+    elif kind == "identity":
+        return parse_identity(val, flag)
+    return val
+
+
+def _add_peer(t: _Tracker, name: str, kind: str, value: object) -> None:
+    src, dst = _PEER_FIELDS[kind]
+    if name.startswith("from-"):
+        t.both(lambda f: src(f).append(value))
+    elif name.startswith("to-"):
+        t.both(lambda f: dst(f).append(value))
+    else:
+        t.on_left(lambda f: src(f).append(value))
+        t.on_right(lambda f: dst(f).append(value))
 
 
 def _event_type_filter(val: str) -> flow_pb2.EventTypeFilter:
