@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from palisade.cli.output import emit, table
+from palisade.cli.output import emit, show, table
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -155,15 +155,7 @@ def cmd_delete(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from palisade.agent.client import connect
-
-    with connect(args.socket) as c:
-        st = c.call("status")
-    if args.output == "json":
-        emit(st)
-        return 0
-    print(render_status(st))
-    return 0
+    return show(args, "status", render_status)
 
 
 def render_status(st: dict[str, Any]) -> str:
@@ -233,13 +225,10 @@ def render_status(st: dict[str, Any]) -> str:
 
 
 def cmd_endpoint_list(args: argparse.Namespace) -> int:
-    from palisade.agent.client import connect
+    return show(args, "endpoint_list", render_endpoints)
 
-    with connect(args.socket) as c:
-        eps = c.call("endpoint_list")
-    if args.output == "json":
-        emit(eps)
-        return 0
+
+def render_endpoints(eps: list[dict[str, Any]]) -> str:
     rows = [
         [
             str(e["endpoint_id"]),
@@ -254,20 +243,16 @@ def cmd_endpoint_list(args: argparse.Namespace) -> int:
         ]
         for e in eps
     ]
-    print(
-        table(["ENDPOINT", "POD", "IP", "IDENTITY", "INGRESS", "EGRESS", "ENTRIES", "L7", "PROBLEMS"], rows)
+    return table(
+        ["ENDPOINT", "POD", "IP", "IDENTITY", "INGRESS", "EGRESS", "ENTRIES", "L7", "PROBLEMS"], rows
     )
-    return 0
 
 
 def cmd_identity_list(args: argparse.Namespace) -> int:
-    from palisade.agent.client import connect
+    return show(args, "identity_list", render_identities)
 
-    with connect(args.socket) as c:
-        ids = c.call("identity_list")
-    if args.output == "json":
-        emit(ids)
-        return 0
+
+def render_identities(ids: list[dict[str, Any]]) -> str:
     rows = [
         [
             str(i["identity"]),
@@ -277,8 +262,7 @@ def cmd_identity_list(args: argparse.Namespace) -> int:
         ]
         for i in ids
     ]
-    print(table(["ID", "KIND", "REFS", "LABELS"], rows))
-    return 0
+    return table(["ID", "KIND", "REFS", "LABELS"], rows)
 
 
 def print_json(obj: Any) -> None:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 
@@ -29,3 +30,17 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     lines = [fmt.format(*headers).rstrip()]
     lines.extend(fmt.format(*r).rstrip() for r in expanded)
     return "\n".join(lines)
+
+
+def show(args: argparse.Namespace, method: str, render: Callable[[Any], str], **params: Any) -> int:
+    """Ask the agent (``args.socket``) for ``method`` and print its answer: as JSON with ``-o json``, else as
+    ``render`` writes it."""
+    from palisade.agent.client import connect
+
+    with connect(args.socket) as c:
+        answer = c.call(method, **params)
+    if args.output == "json":
+        emit(answer)
+    else:
+        print(render(answer))
+    return 0

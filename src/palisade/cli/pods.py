@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from typing import Any
 
-from palisade.cli.output import emit, table
+from palisade.cli.output import emit, show, table
 from palisade.errors import AgentError
 
 
@@ -128,13 +129,10 @@ def cmd_exec(args: argparse.Namespace) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from palisade.agent.client import connect
+    return show(args, "pod_list", render_pods, namespace=args.namespace)
 
-    with connect(args.socket) as c:
-        pods = c.call("pod_list", namespace=args.namespace)
-    if args.output == "json":
-        emit(pods)
-        return 0
+
+def render_pods(pods: list[dict[str, Any]]) -> str:
     rows = [
         [
             p["namespace"],
@@ -146,8 +144,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         ]
         for p in pods
     ]
-    print(table(["NAMESPACE", "NAME", "IP", "IDENTITY", "STATUS", "LABELS"], rows))
-    return 0
+    return table(["NAMESPACE", "NAME", "IP", "IDENTITY", "STATUS", "LABELS"], rows)
 
 
 def cmd_delete(args: argparse.Namespace) -> int:

@@ -10,6 +10,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -45,7 +46,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     t.add_argument("-o", "--output", choices=("text", "json"), default="text")
     t.set_defaults(func=cmd_trace)
     ls = psub.add_parser("list", help="policies the agent holds (network and tracing)")
-    ls.add_argument("--socket", help="agent socket (default $PALISADE_SOCKET or /var/run/palisade/palisade.sock)")
+    ls.add_argument(
+        "--socket", help="agent socket (default $PALISADE_SOCKET or /var/run/palisade/palisade.sock)"
+    )
     ls.add_argument("-o", "--output", choices=("table", "json"), default="table")
     ls.set_defaults(func=cmd_list)
 
@@ -57,24 +60,23 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 
 def cmd_list(args: argparse.Namespace) -> int:
+    from palisade.cli.output import show
+
+    return show(args, "policy_list", render_policies)
+
+
+def render_policies(pols: list[dict[str, Any]]) -> str:
     import time
 
-    from palisade.agent.client import connect
-    from palisade.cli.output import emit, table
+    from palisade.cli.output import table
 
-    with connect(args.socket) as c:
-        pols = c.call("policy_list")
-    if args.output == "json":
-        emit(pols)
-        return 0
     rows = [
         [p["kind"], p["namespace"] or "(cluster)", p["name"], "audit" if p["audit"] else "enforce",
          p["source"] + (f" (-n {p['namespace_override']})" if p["namespace_override"] else ""),
          time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(p["applied_at"]))]
         for p in pols
     ]  # fmt: skip
-    print(table(["KIND", "NAMESPACE", "NAME", "MODE", "SOURCE", "APPLIED"], rows))
-    return 0
+    return table(["KIND", "NAMESPACE", "NAME", "MODE", "SOURCE", "APPLIED"], rows)
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
