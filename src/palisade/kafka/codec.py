@@ -23,7 +23,7 @@ does not match, or a duplicate tag are KafkaParseError(offset, message) with the
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from palisade.errors import KafkaParseError, PalisadeError
@@ -145,6 +145,21 @@ def _struct_min_size(s: StructLayout) -> int:
     return sum(_min_size(f, s.flexible) for f in s.fields) + (1 if s.flexible else 0)
 
 
+def _runs(fields: Sequence[FieldLayout]) -> Iterator[list[FieldLayout]]:
+    """The fields in order, consecutive fixed-size ones together (one struct.Struct reads / writes them)."""
+    run: list[FieldLayout] = []
+    for f in fields:
+        if f.fixed:
+            run.append(f)
+            continue
+        if run:
+            yield run
+            run = []
+        yield [f]
+    if run:
+        yield run
+
+
 class _Generator:
     """Emits the decoder and encoder source for one message layout."""
 
@@ -181,46 +196,47 @@ class _Generator:
             nvar[0] += 1
             return f"v{nvar[0]}"
 
-        fields = list(s.fields)
-        i = 0
-        while i < len(fields):
-            f = fields[i]
-            if f.fixed:
-                run = [f]
-                while i + 1 < len(fields) and fields[i + 1].fixed:
-                    i += 1
-                    run.append(fields[i])
-                fmt = ">" + "".join(FIXED_KINDS[x.kind][0] for x in run)
-                st = self._const("S", struct.Struct(fmt))
+        for run in _runs(s.fields):
+            if run[0].fixed:
+                st, size = self._fixed_struct(run)
                 names = [var() for _ in run]
                 body.append(
                     f"{', '.join(names)}{',' if len(names) == 1 else ''} = {st}.unpack_from(buf, pos)"
                 )
-                body.append(f"pos += {struct.calcsize(fmt)}")
+                body.append(f"pos += {size}")
                 for x, v in zip(run, names, strict=True):
                     if x.kind == "uuid":
                         body.append(f"{v} = _uuid({v})")
                     keys.append((x.name, v))
             else:
+                (f,) = run
                 v = var()
                 self.dec_value(f, v, body, f"{s.path}.{f.name}", s.flexible)
                 keys.append((f.name, v))
-            i += 1
         body.append("r = {" + ", ".join(f"{k!r}: {v}" for k, v in keys) + "}")
         if s.flexible:
             self.dec_tags(s, body)
-        lines = [f"def {name}(buf, pos):", "    end = len(buf)", "    try:"]
-        lines += ["        " + ln for ln in body]
-        lines += [
+        self._decoder_function(name, body, s.path, "frame ends inside this field", "r")
+        return name
+
+    def _fixed_struct(self, run: list[FieldLayout]) -> tuple[str, int]:
+        """The struct.Struct constant for a run of fixed-size fields, and its size."""
+        fmt = ">" + "".join(FIXED_KINDS[x.kind][0] for x in run)
+        return self._const("S", struct.Struct(fmt)), struct.calcsize(fmt)
+
+    def _decoder_function(self, name: str, body: list[str], path: str, truncated: str, result: str) -> None:
+        """``def name(buf, pos)`` around ``body``: a short frame or bad UTF-8 is a KafkaParseError naming
+        ``path``; returns ``(result, pos)``."""
+        self.lines += [f"def {name}(buf, pos):", "    end = len(buf)", "    try:"]
+        self.lines += ["        " + ln for ln in body]
+        self.lines += [
             "    except (struct_error, IndexError):",
-            f"        raise KafkaParseError(pos, {(s.path + ': frame ends inside this field')!r}) from None",
+            f"        raise KafkaParseError(pos, {(path + ': ' + truncated)!r}) from None",
             "    except UnicodeDecodeError:",
-            f"        raise KafkaParseError(pos, {(s.path + ': string is not valid UTF-8')!r}) from None",
-            "    return r, pos",
+            f"        raise KafkaParseError(pos, {(path + ': string is not valid UTF-8')!r}) from None",
+            f"    return {result}, pos",
             "",
         ]
-        self.lines += lines
-        return name
 
     def dec_uvarint(self, target: str, body: list[str]) -> None:
         body.append("b = buf[pos]")
@@ -373,17 +389,7 @@ class _Generator:
         name = self._fn("t")
         body: list[str] = []
         self.dec_value(f, "v", body, path, flexible)
-        lines = [f"def {name}(buf, pos):", "    end = len(buf)", "    try:"]
-        lines += ["        " + ln for ln in body]
-        lines += [
-            "    except (struct_error, IndexError):",
-            f"        raise KafkaParseError(pos, {(path + ': tagged value ends early')!r}) from None",
-            "    except UnicodeDecodeError:",
-            f"        raise KafkaParseError(pos, {(path + ': string is not valid UTF-8')!r}) from None",
-            "    return v, pos",
-            "",
-        ]
-        self.lines += lines
+        self._decoder_function(name, body, path, "tagged value ends early", "v")
         return name
 
     # ---------------------------------------------------------------- encoding
@@ -398,17 +404,9 @@ class _Generator:
             allowed.add(UNKNOWN_TAGS)
         keys = self._const("K", frozenset(allowed))
         body: list[str] = []
-        fields = list(s.fields)
-        i = 0
-        while i < len(fields):
-            f = fields[i]
-            if f.fixed:
-                run = [f]
-                while i + 1 < len(fields) and fields[i + 1].fixed:
-                    i += 1
-                    run.append(fields[i])
-                fmt = ">" + "".join(FIXED_KINDS[x.kind][0] for x in run)
-                st = self._const("S", struct.Struct(fmt))
+        for run in _runs(s.fields):
+            if run[0].fixed:
+                st, _ = self._fixed_struct(run)
                 args = []
                 for x in run:
                     a = f"r[{x.name!r}]"
@@ -420,10 +418,10 @@ class _Generator:
                 body.append(f"f = {', '.join(x.name for x in run)!r}")
                 body.append(f"out += {st}.pack({', '.join(args)})")
             else:
+                (f,) = run
                 body.append(f"f = {f.name!r}")
                 body.append(f"x = r[{f.name!r}]")
                 self.enc_value(f, "x", body, s.flexible)
-            i += 1
         if s.flexible:
             body.append("f = '(tagged fields)'")
             body.append("tags = []")

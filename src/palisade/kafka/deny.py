@@ -104,56 +104,6 @@ def _has(s: StructLayout, name: str) -> bool:
 # per-API builders: (request, response root layout, error code) -> body
 
 
-def _produce(req: KafkaRequest, root: StructLayout, code: int) -> dict[str, Any]:
-    t_l = _sub(root, "Responses")
-    p_l = _sub(t_l, "PartitionResponses")
-    topics = []
-    for t in req.body["TopicData"]:
-        parts = [
-            fill(
-                p_l,
-                {
-                    "Index": p["Index"],
-                    "ErrorCode": code,
-                    "BaseOffset": -1,
-                    "LogAppendTimeMs": -1,
-                    "LogStartOffset": -1,
-                    "RecordErrors": [],
-                    "ErrorMessage": None,
-                },
-            )
-            for p in t["PartitionData"]
-        ]
-        topics.append(fill(t_l, {"Name": t["Name"], "PartitionResponses": parts}))
-    return fill(root, {"Responses": topics, "ThrottleTimeMs": 0})
-
-
-def _fetch(req: KafkaRequest, root: StructLayout, code: int) -> dict[str, Any]:
-    t_l = _sub(root, "Responses")
-    p_l = _sub(t_l, "Partitions")
-    topics = []
-    for t in req.body["Topics"]:
-        parts = [
-            fill(
-                p_l,
-                {
-                    "PartitionIndex": p["Partition"],
-                    "ErrorCode": code,
-                    "HighWatermark": -1,
-                    "LastStableOffset": -1,
-                    "LogStartOffset": -1,
-                    "AbortedTransactions": [],
-                    "PreferredReadReplica": -1,
-                    "Records": b"",
-                },
-            )
-            for p in t["Partitions"]
-        ]
-        ref = {"TopicId": t["TopicId"]} if "TopicId" in t else {"Topic": t["Topic"]}
-        topics.append(fill(t_l, {**ref, "Partitions": parts}))
-    return fill(root, {"ThrottleTimeMs": 0, "ErrorCode": 0, "SessionId": 0, "Responses": topics})
-
-
 def _metadata(req: KafkaRequest, root: StructLayout, code: int) -> dict[str, Any]:
     t_l = _sub(root, "Topics")
     topics = []
@@ -189,53 +139,38 @@ def _metadata(req: KafkaRequest, root: StructLayout, code: int) -> dict[str, Any
     )
 
 
-def _list_offsets(req: KafkaRequest, root: StructLayout, code: int) -> dict[str, Any]:
-    t_l = _sub(root, "Topics")
-    p_l = _sub(t_l, "Partitions")
-    topics = []
-    for t in req.body["Topics"]:
-        parts = [
-            fill(
-                p_l,
-                {
-                    "PartitionIndex": p["PartitionIndex"],
-                    "ErrorCode": code,
-                    "OldStyleOffsets": [],
-                    "Timestamp": -1,
-                    "Offset": -1,
-                    "LeaderEpoch": -1,
-                },
-            )
-            for p in t["Partitions"]
-        ]
-        topics.append(fill(t_l, {"Name": t["Name"], "Partitions": parts}))
-    return fill(root, {"ThrottleTimeMs": 0, "Topics": topics})
-
-
 def _per_partition(
-    topic_list: str,
-    topic_key: str,
-    part_list: str,
-    part_key: str,
-    resp_topic_list: str,
-    resp_topic_key: str,
-    resp_part_list: str,
-    resp_part_key: str,
-    extra: dict[str, Any] | None = None,
+    *,
+    topics: str = "Topics",
+    topic: str | tuple[str, ...] = "Name",
+    partitions: str = "Partitions",
+    partition: str = "PartitionIndex",
+    resp_topics: str | None = None,
+    resp_partitions: str | None = None,
+    resp_partition: str | None = None,
+    partition_fields: dict[str, Any] | None = None,
+    root_fields: dict[str, Any] | None = None,
 ) -> Callable[[KafkaRequest, StructLayout, int], dict[str, Any]]:
-    """Builder for responses shaped topics[{name, partitions[{index, ErrorCode}]}]."""
+    """Builder for responses shaped topics[{name, partitions[{index, ErrorCode}]}]: the request's field names
+    (``topic``: alternatives, the first the request has, e.g. Fetch's TopicId or Topic), the response's where
+    they differ, and the other fields of each partition / of the root."""
+    topic_keys = (topic,) if isinstance(topic, str) else topic
+    r_topics = resp_topics or topics
+    r_partitions = resp_partitions or partitions
+    r_partition = resp_partition or partition
 
     def build(req: KafkaRequest, root: StructLayout, code: int) -> dict[str, Any]:
-        t_l = _sub(root, resp_topic_list)
-        p_l = _sub(t_l, resp_part_list)
-        topics = []
-        for t in req.body[topic_list]:
+        t_l = _sub(root, r_topics)
+        p_l = _sub(t_l, r_partitions)
+        out = []
+        for t in req.body[topics]:
             parts = []
-            for p in t[part_list]:
-                idx = p[part_key] if isinstance(p, dict) else p
-                parts.append(fill(p_l, {resp_part_key: idx, "ErrorCode": code, **(extra or {})}))
-            topics.append(fill(t_l, {resp_topic_key: t[topic_key], resp_part_list: parts}))
-        return fill(root, {"ThrottleTimeMs": 0, resp_topic_list: topics})
+            for p in t[partitions]:
+                idx = p[partition] if isinstance(p, dict) else p
+                parts.append(fill(p_l, {r_partition: idx, "ErrorCode": code, **(partition_fields or {})}))
+            key = next((k for k in topic_keys if k in t), topic_keys[-1])
+            out.append(fill(t_l, {key: t[key], r_partitions: parts}))
+        return fill(root, {"ThrottleTimeMs": 0, r_topics: out, **(root_fields or {})})
 
     return build
 
@@ -317,44 +252,49 @@ def _top_level(req: KafkaRequest, root: StructLayout, code: int) -> dict[str, An
 
 
 _BUILDERS: dict[int, Callable[[KafkaRequest, StructLayout, int], dict[str, Any]]] = {
-    0: _produce,
-    1: _fetch,
-    2: _list_offsets,
-    3: _metadata,
-    8: _per_partition(
-        "Topics", "Name", "Partitions", "PartitionIndex", "Topics", "Name", "Partitions", "PartitionIndex"
+    0: _per_partition(
+        topics="TopicData",
+        partitions="PartitionData",
+        partition="Index",
+        resp_topics="Responses",
+        resp_partitions="PartitionResponses",
+        partition_fields={
+            "BaseOffset": -1,
+            "LogAppendTimeMs": -1,
+            "LogStartOffset": -1,
+            "RecordErrors": [],
+            "ErrorMessage": None,
+        },
     ),
+    1: _per_partition(
+        topic=("TopicId", "Topic"),
+        partition="Partition",
+        resp_topics="Responses",
+        resp_partition="PartitionIndex",
+        partition_fields={
+            "HighWatermark": -1,
+            "LastStableOffset": -1,
+            "LogStartOffset": -1,
+            "AbortedTransactions": [],
+            "PreferredReadReplica": -1,
+            "Records": b"",
+        },
+        root_fields={"ErrorCode": 0, "SessionId": 0},
+    ),
+    2: _per_partition(
+        partition_fields={"OldStyleOffsets": [], "Timestamp": -1, "Offset": -1, "LeaderEpoch": -1}
+    ),
+    3: _metadata,
+    8: _per_partition(),
     9: _offset_fetch,
     19: _create_topics,
     20: _delete_topics,
-    21: _per_partition(
-        "Topics",
-        "Name",
-        "Partitions",
-        "PartitionIndex",
-        "Topics",
-        "Name",
-        "Partitions",
-        "PartitionIndex",
-        {"LowWatermark": -1},
-    ),
+    21: _per_partition(partition_fields={"LowWatermark": -1}),
     23: _per_partition(
-        "Topics",
-        "Topic",
-        "Partitions",
-        "Partition",
-        "Topics",
-        "Topic",
-        "Partitions",
-        "Partition",
-        {"LeaderEpoch": -1, "EndOffset": -1},
+        topic="Topic", partition="Partition", partition_fields={"LeaderEpoch": -1, "EndOffset": -1}
     ),
-    28: _per_partition(
-        "Topics", "Name", "Partitions", "PartitionIndex", "Topics", "Name", "Partitions", "PartitionIndex"
-    ),
-    47: _per_partition(
-        "Topics", "Name", "Partitions", "PartitionIndex", "Topics", "Name", "Partitions", "PartitionIndex"
-    ),
+    28: _per_partition(),
+    47: _per_partition(),
 }
 
 
