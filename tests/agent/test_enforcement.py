@@ -11,11 +11,11 @@ import json
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
 
 import pytest
 
 from helpers.agent import HELPERS, PY, TestAgent, free_cidr
+from helpers.held import held_connection, talk
 
 pytestmark = pytest.mark.privileged
 
@@ -55,15 +55,6 @@ def pods(agent: TestAgent) -> dict[str, str]:
     return {"a": a["ip"], "b": b["ip"], "c": c["ip"]}
 
 
-@pytest.fixture
-def policy(agent: TestAgent) -> Iterator[list[str]]:
-    """Collects policy texts a test applies; deletes them afterwards."""
-    applied: list[str] = []
-    yield applied
-    for text in applied:
-        agent.delete(text)
-
-
 def test_no_policy_allows_everything(agent: TestAgent, pods: dict[str, str]) -> None:
     assert agent.reach("ns1", "a", "tcp", pods["b"], 8080)
     assert agent.reach("ns2", "c", "tcp", pods["b"], 9090)
@@ -76,7 +67,9 @@ def test_allow_a_to_b_8080_only(agent: TestAgent, pods: dict[str, str], policy: 
     agent.apply(text)
     policy.append(text)
     # visible as soon as apply returns: no sleep
-    assert agent.reach("ns1", "a", "tcp", pods["b"], 8080), "A -> B:8080 must be allowed (and its replies flow)"
+    assert agent.reach("ns1", "a", "tcp", pods["b"], 8080), (
+        "A -> B:8080 must be allowed (and its replies flow)"
+    )
     assert not agent.reach("ns1", "a", "tcp", pods["b"], 9090), "A -> B:9090 is not allowed"
     assert not agent.reach("ns2", "c", "tcp", pods["b"], 8080), "C -> B:8080 is not allowed"
     assert not agent.reach("ns2", "c", "udp", pods["b"], 5353), "UDP to B is not allowed"
@@ -84,7 +77,9 @@ def test_allow_a_to_b_8080_only(agent: TestAgent, pods: dict[str, str], policy: 
     # B's egress is not policed: its own connections (and replies to A) work
     assert agent.reach("ns1", "b", "ping", pods["c"])
     # A drop is reported as a flow naming both pods, the direction and the reason
-    drops = agent.flows("--from-pod", "ns2/c", "--to-pod", "ns1/b", "--verdict", "DROPPED", "--to-port", "8080")
+    drops = agent.flows(
+        "--from-pod", "ns2/c", "--to-pod", "ns1/b", "--verdict", "DROPPED", "--to-port", "8080"
+    )
     assert drops, "the drop of C -> B:8080 must be a flow"
     f = drops[-1]
     assert f["drop_reason_desc"] == "POLICY_DENIED"
@@ -93,7 +88,9 @@ def test_allow_a_to_b_8080_only(agent: TestAgent, pods: dict[str, str], policy: 
     assert f["destination"]["pod_name"] == "b"
     assert f["l4"]["TCP"]["destination_port"] == 8080
     assert f["ingress_denied_by"][0]["kind"] == "DefaultDeny"
-    allowed = agent.flows("--from-pod", "ns1/a", "--to-pod", "ns1/b", "--type", "policy-verdict", "--verdict", "FORWARDED")
+    allowed = agent.flows(
+        "--from-pod", "ns1/a", "--to-pod", "ns1/b", "--type", "policy-verdict", "--verdict", "FORWARDED"
+    )
     assert any(p["name"] == "b-allow-a-8080" for fl in allowed for p in fl.get("ingress_allowed_by", []))
 
 
@@ -155,46 +152,25 @@ spec:
 
 
 def _hold_connection(agent: TestAgent, ns: str, pod: str, host: str, port: int) -> subprocess.Popen[str]:
-    """A long-lived TCP connection from a pod: the client sends a line whenever we write one to its stdin and
-    prints the answer (or FAIL)."""
-    script = (
-        "import socket,sys\n"
-        f"s=socket.create_connection(({host!r},{port}),timeout=3)\n"
-        "s.settimeout(3)\n"
-        "print('connected',flush=True)\n"
-        "for line in sys.stdin:\n"
-        "    try:\n"
-        "        s.sendall(line.encode()); print(s.recv(100).decode().strip(),flush=True)\n"
-        "    except OSError as e:\n"
-        "        print('FAIL',e,flush=True)\n"
+    """A long-lived TCP connection from a pod (see helpers.held)."""
+    return held_connection(
+        host, port, via=[PY, "-m", "palisade", "pod", "exec", pod, "-n", ns, "--"], env=agent.env
     )
-    proc = subprocess.Popen(
-        [PY, "-m", "palisade", "pod", "exec", pod, "-n", ns, "--", PY, "-c", script],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=agent.env,
-    )
-    assert proc.stdout is not None
-    assert proc.stdout.readline().strip() == "connected"
-    return proc
 
 
-def _talk(proc: subprocess.Popen[str], text: str) -> str:
-    assert proc.stdin is not None and proc.stdout is not None
-    proc.stdin.write(text + "\n")
-    proc.stdin.flush()
-    return proc.stdout.readline().strip()
-
-
-def test_live_policy_change_cuts_and_restores(agent: TestAgent, pods: dict[str, str], policy: list[str]) -> None:
+def test_live_policy_change_cuts_and_restores(
+    agent: TestAgent, pods: dict[str, str], policy: list[str]
+) -> None:
     agent.apply(CNP_A_TO_B_8080)
     policy.append(CNP_A_TO_B_8080)
     conn = _hold_connection(agent, "ns1", "a", pods["b"], 8080)
     try:
-        assert _talk(conn, "one") == "echo one"
+        assert talk(conn, "one") == "echo one"
         # tighten: only C (namespace ns2: a namespaced policy's selectors default to its own namespace)
         # may reach B now; the established A -> B connection is decided again and cut
         only_c = CNP_A_TO_B_8080.replace("{app: a}", "{app: c, k8s:io.kubernetes.pod.namespace: ns2}")
         agent.apply(only_c)
-        assert _talk(conn, "two").startswith("FAIL"), "a revoked connection must not keep flowing"
+        assert talk(conn, "two").startswith("FAIL"), "a revoked connection must not keep flowing"
         assert agent.reach("ns2", "c", "tcp", pods["b"], 8080)
         assert not agent.reach("ns1", "a", "tcp", pods["b"], 8080)
         agent.apply(CNP_A_TO_B_8080)
@@ -205,19 +181,21 @@ def test_live_policy_change_cuts_and_restores(agent: TestAgent, pods: dict[str, 
         conn.wait()
 
 
-def test_agent_crash_and_restart_keep_enforcing(agent: TestAgent, pods: dict[str, str], policy: list[str]) -> None:
+def test_agent_crash_and_restart_keep_enforcing(
+    agent: TestAgent, pods: dict[str, str], policy: list[str]
+) -> None:
     agent.apply(CNP_A_TO_B_8080)
     policy.append(CNP_A_TO_B_8080)
     conn = _hold_connection(agent, "ns1", "a", pods["b"], 8080)
     try:
-        assert _talk(conn, "before") == "echo before"
+        assert talk(conn, "before") == "echo before"
         agent.kill()
         # down: the kernel keeps enforcing with the pinned maps and attached programs
         for _ in range(2):
-            assert _talk(conn, "down") == "echo down", "an established connection keeps flowing"
+            assert talk(conn, "down") == "echo down", "an established connection keeps flowing"
             assert not _reach_without_agent(agent, "ns2", "c", pods["b"], 8080)
         agent.start()
-        assert _talk(conn, "after") == "echo after", "restart must not drop established connections"
+        assert talk(conn, "after") == "echo after", "restart must not drop established connections"
         assert not agent.reach("ns2", "c", "tcp", pods["b"], 8080), "nor allow what policy denies"
         assert agent.reach("ns1", "a", "tcp", pods["b"], 8080)
         eps = json.loads(agent.cli("endpoint", "list", "-o", "json").stdout)
@@ -230,12 +208,8 @@ def test_agent_crash_and_restart_keep_enforcing(agent: TestAgent, pods: dict[str
 def _reach_without_agent(agent: TestAgent, ns: str, pod: str, host: str, port: int) -> bool:
     """`pod exec` needs the agent: with it down, enter the pod's netns directly."""
     netns = f"/run/netns/{agent.prefix}_{ns}_{pod}"
-    code = (
-        "import socket\n"
-        f"s=socket.create_connection(({host!r},{port}),timeout=1.5)\n"
-        "s.sendall(b'x\\n'); assert s.recv(10)\n"
-    )
-    r = subprocess.run(["nsenter", f"--net={netns}", PY, "-c", code], capture_output=True, timeout=30)
+    client = [PY, str(HELPERS / "netclient.py"), "tcp", host, str(port)]
+    r = subprocess.run(["nsenter", f"--net={netns}", *client], capture_output=True, timeout=30)
     return r.returncode == 0
 
 
@@ -354,7 +328,12 @@ spec:
         f = small.flows("--to-pod", "ns1/b", "--verdict", "DROPPED")[-1]
         assert f["drop_reason_desc"] == "POLICY_MAP_FULL"
         # a policy that fits recovers the endpoint
-        small.apply(many_ports.replace(', {port: "8081", protocol: TCP}, {port: "8082", protocol: TCP},\n              {port: "8083", protocol: TCP}', ""))
+        small.apply(
+            many_ports.replace(
+                ', {port: "8081", protocol: TCP}, {port: "8082", protocol: TCP},\n              {port: "8083", protocol: TCP}',
+                "",
+            )
+        )
         assert small.reach("ns1", "a", "tcp", b["ip"], 8080)
     finally:
         small.cleanup()

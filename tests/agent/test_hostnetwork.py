@@ -15,7 +15,6 @@ import os
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -23,6 +22,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from helpers.agent import HELPERS, PY, TestAgent
+from helpers.held import held_connection, talk
 from palisade.datapath import hostnet
 from palisade.datapath.events import DatapathEvent, EventType, TrafficDirection, Verdict
 from palisade.errors import BpfError
@@ -253,14 +253,6 @@ def env(agent: TestAgent) -> dict[str, Any]:
     return {"h": h, "b": b["ip"], "d": d["ip"], "tcp": tcp, "udp": udp, "router": agent.router_ip}
 
 
-@pytest.fixture
-def policy(agent: TestAgent) -> Iterator[list[str]]:
-    applied: list[str] = []
-    yield applied
-    for text in reversed(applied):
-        agent.delete(text)
-
-
 def _apply(agent: TestAgent, policy: list[str], text: str) -> None:
     agent.apply(text)
     policy.append(text)
@@ -433,37 +425,14 @@ def test_nested_cgroup_is_the_same_pod(agent: TestAgent, env: dict[str, Any], po
 
 
 def _hold(cgroup: str, host: str, port: int) -> subprocess.Popen[str]:
-    """A long-lived TCP connection from a process in ``cgroup``; a line on stdin is sent, the answer printed."""
+    """A long-lived TCP connection from a process in ``cgroup`` (see helpers.held)."""
     from palisade.pods.enter import preexec
 
-    script = (
-        "import socket,sys\n"
-        f"s=socket.create_connection(({host!r},{port}),timeout=3)\n"
-        "s.settimeout(3)\n"
-        "print('connected',flush=True)\n"
-        "for line in sys.stdin:\n"
-        "    try:\n"
-        "        s.sendall(line.encode()); print(s.recv(100).decode().strip(),flush=True)\n"
-        "    except OSError as e:\n"
-        "        print('FAIL',e,flush=True)\n"
-    )
     child, close = preexec(None, cgroup)
     try:
-        proc = subprocess.Popen(
-            [PY, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, preexec_fn=child
-        )
+        return held_connection(host, port, preexec_fn=child)
     finally:
         close()
-    assert proc.stdout is not None
-    assert proc.stdout.readline().strip() == "connected"
-    return proc
-
-
-def _talk(proc: subprocess.Popen[str], text: str) -> str:
-    assert proc.stdin is not None and proc.stdout is not None
-    proc.stdin.write(text + "\n")
-    proc.stdin.flush()
-    return proc.stdout.readline().strip()
 
 
 def _links(agent: TestAgent, cgroup_id: int) -> dict[str, tuple[int, int]]:
@@ -490,10 +459,10 @@ def test_agent_restart_keeps_enforcing(agent: TestAgent, env: dict[str, Any], po
     assert set(before) == hostnet.HOOK_NAMES
     conn = _hold(cg_path, env["b"], 8080)
     try:
-        assert _talk(conn, "before") == "echo before"
+        assert talk(conn, "before") == "echo before"
         agent.kill()
         # down: the pinned links keep the programs running with the pinned maps
-        assert _talk(conn, "down") == "echo down"
+        assert talk(conn, "down") == "echo down"
         assert _try_in_cgroup(cg_path, "tcp", env["d"], 8080) == "eperm"
         assert _try_in_cgroup(cg_path, "tcp", env["b"], 8080) == "ok"
         agent.start()
@@ -504,7 +473,7 @@ def test_agent_restart_keeps_enforcing(agent: TestAgent, env: dict[str, Any], po
         assert all(after[k][1] != before[k][1] for k in before), (
             "every link runs the restarted agent's program"
         )
-        assert _talk(conn, "after") == "echo after", "an established connection survives the restart"
+        assert talk(conn, "after") == "echo after", "an established connection survives the restart"
         assert _try(agent, "ns1", "h", "tcp", env["d"], 8080) == "eperm"
         assert _try(agent, "ns1", "h", "tcp", env["b"], 8080) == "ok"
         assert _try(agent, "ns1", "b", "tcp", env["router"], env["tcp"]) == "ok"

@@ -1,5 +1,8 @@
 """Test client run inside a pod: `tcp HOST PORT`, `udp HOST PORT`, `ping HOST` (ICMP echo via the ping tool).
-Exit 0 when the peer answered, 1 when it did not (timeout, refused, reset). Prints what happened."""
+Exit 0 when the peer answered, 1 when it did not (timeout, refused, reset). Prints what happened.
+
+`hold HOST PORT` keeps one TCP connection open: it prints ``connected``, then sends every line read from stdin
+and prints the answer (or ``FAIL`` and the error); see helpers.held."""
 
 from __future__ import annotations
 
@@ -78,8 +81,24 @@ def connect(host: str, port: int) -> int:
         return 1
 
 
+def hold(host: str, port: int) -> int:
+    """A long-lived connection driven line by line from stdin (its answers, or FAIL, on stdout)."""
+    s = socket.create_connection((host, port), timeout=3)
+    s.settimeout(3)
+    print("connected", flush=True)
+    for line in sys.stdin:
+        try:
+            s.sendall(line.encode())
+            print(s.recv(100).decode().strip(), flush=True)
+        except OSError as e:
+            print("FAIL", e, flush=True)
+    return 0
+
+
 if __name__ == "__main__":
     kind, host = sys.argv[1], sys.argv[2]
+    if kind == "hold":
+        sys.exit(hold(host, int(sys.argv[3])))
     if kind == "connect":
         sys.exit(connect(host, int(sys.argv[3])))
     if kind == "tcp":
