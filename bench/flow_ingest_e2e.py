@@ -79,7 +79,7 @@ class BenchError(RuntimeError):
 def _csum(b: bytes) -> int:
     if len(b) % 2:
         b += b"\0"
-    s = sum(struct.unpack(f"!{len(b) // 2}H", b))
+    s = int(sum(struct.unpack(f"!{len(b) // 2}H", b)))
     while s >> 16:
         s = (s & 0xFFFF) + (s >> 16)
     return ~s & 0xFFFF
@@ -286,6 +286,14 @@ def sanity(agent: TestAgent, gen: Generator, server: dict[str, Any], clients: li
 # ------------------------------------------------------------------------------------------- profile
 
 
+def _frame_name(frame: str) -> str:
+    """py-spy raw frame "func (path/file.py:line)" -> "func (file.py)"."""
+    func, sep, where = frame.partition(" (")
+    if not sep:
+        return frame
+    return f"{func} ({where.split(':')[0].rsplit('/', 1)[-1]})"
+
+
 def profile(agent: TestAgent, gen: Generator, rate: int, duration: float, py_spy: str) -> None:
     """py-spy (raw collapsed stacks, --threads, --idle off) over a run at ``rate``; inclusive sample share of
     the agent's busiest functions per thread."""
@@ -317,19 +325,15 @@ def profile(agent: TestAgent, gen: Generator, rate: int, duration: float, py_spy
     per_thread: dict[str, Counter[str]] = {}
     totals: Counter[str] = Counter()
     for line in lines:
-        stack, _, n = line.rpartition(" ")
+        stack, _, num = line.rpartition(" ")
         frames = stack.split(";")
         thread = frames[0]
-        count = int(n)
+        count = int(num)
         totals[thread] += count
         seen: set[str] = set()
         c = per_thread.setdefault(thread, Counter())
         for fr in frames[1:]:
-            name = (
-                fr.split(" (")[0] + " (" + fr.split(" (")[-1].split(":")[0].rsplit("/", 1)[-1] + ")"
-                if " (" in fr
-                else fr
-            )
+            name = _frame_name(fr)
             if name not in seen:
                 seen.add(name)
                 c[name] += count
@@ -373,7 +377,7 @@ def summarize(results: list[RateResult]) -> list[dict[str, Any]]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--rates", default="5000,10000,25000,50000,75000,100000,150000")
+    ap.add_argument("--rates", default="5000,10000,15000,20000,25000,30000,40000,50000,75000,100000")
     ap.add_argument("--duration", type=float, default=10.0)
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--quick", action="store_true", help="10k and 50k events/s, 3 s each, one round")
