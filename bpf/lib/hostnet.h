@@ -21,10 +21,11 @@ static __always_inline __u32 hn_peer_identity(__u32 addr_be)
 	return ipcache_identity(addr_be);
 }
 
-/* Endpoint of the calling task (socket address hooks run in the task doing connect()/sendmsg()). */
-static __always_inline struct pal_endpoint *hn_task_endpoint(__u64 *cgid)
+/* Endpoint of cgroup `id`, or of its deepest ancestor that is one. The ancestors are those of the packet's
+ * socket (of_skb, a constant) or of the current task. */
+static __always_inline struct pal_endpoint *hn_cgroup_endpoint(__u64 id, struct __sk_buff *skb, int of_skb,
+							       __u64 *cgid)
 {
-	__u64 id = bpf_get_current_cgroup_id();
 	struct pal_endpoint *ep = bpf_map_lookup_elem(&pal_cgroup_eps, &id);
 	struct pal_endpoint *found = 0;
 
@@ -33,7 +34,7 @@ static __always_inline struct pal_endpoint *hn_task_endpoint(__u64 *cgid)
 		return ep;
 	}
 	for (int lvl = 0; lvl < PAL_HN_MAX_LEVEL; lvl++) {
-		__u64 a = bpf_get_current_ancestor_cgroup_id(lvl);
+		__u64 a = of_skb ? bpf_skb_ancestor_cgroup_id(skb, lvl) : bpf_get_current_ancestor_cgroup_id(lvl);
 		if (!a)
 			break;
 		ep = bpf_map_lookup_elem(&pal_cgroup_eps, &a);
@@ -45,31 +46,18 @@ static __always_inline struct pal_endpoint *hn_task_endpoint(__u64 *cgid)
 	return found;
 }
 
+/* Endpoint of the calling task (socket address hooks run in the task doing connect()/sendmsg()). */
+static __always_inline struct pal_endpoint *hn_task_endpoint(__u64 *cgid)
+{
+	return hn_cgroup_endpoint(bpf_get_current_cgroup_id(), 0, 0, cgid);
+}
+
 /* Endpoint of the socket a packet belongs to (cgroup_skb: the sending or receiving socket, whoever runs). */
 static __always_inline struct pal_endpoint *hn_skb_endpoint(struct __sk_buff *skb, __u64 *cgid)
 {
 	__u64 id = bpf_skb_cgroup_id(skb);
-	struct pal_endpoint *ep;
-	struct pal_endpoint *found = 0;
 
-	if (!id)
-		return 0;
-	ep = bpf_map_lookup_elem(&pal_cgroup_eps, &id);
-	if (ep) {
-		*cgid = id;
-		return ep;
-	}
-	for (int lvl = 0; lvl < PAL_HN_MAX_LEVEL; lvl++) {
-		__u64 a = bpf_skb_ancestor_cgroup_id(skb, lvl);
-		if (!a)
-			break;
-		ep = bpf_map_lookup_elem(&pal_cgroup_eps, &a);
-		if (ep) {
-			found = ep;
-			*cgid = a;
-		}
-	}
-	return found;
+	return id ? hn_cgroup_endpoint(id, skb, 1, cgid) : 0;
 }
 
 #endif

@@ -440,6 +440,12 @@ def walk(
         return WalkResult(tuple(refs), e.offset, error=e)
 
 
+# strings and bytes: int16 / int32 / compact (uvarint + 1) length, then the bytes
+_LENGTH_PREFIXED = frozenset(
+    {KOp.SKIP_STR16, KOp.SKIP_BYTES32, KOp.TOPIC_STR16, KOp.SKIP_CSTR, KOp.SKIP_CBYTES, KOp.TOPIC_CSTR}
+)
+
+
 def _walk(lay: Layout, frame: bytes | bytearray | memoryview, pos: int, refs: list[TopicRef]) -> WalkResult:
     buf = frame if isinstance(frame, memoryview) else memoryview(frame)
     r = _Reader(buf, pos)
@@ -457,26 +463,18 @@ def _walk(lay: Layout, frame: bytes | bytearray | memoryview, pos: int, refs: li
             r.skip(target, where)
         elif op is KOp.SKIP_UVARINT:
             r.uvarint(where)
-        elif op in (KOp.SKIP_STR16, KOp.SKIP_BYTES32, KOp.TOPIC_STR16):
-            n = (
-                _I32.unpack(r.take(4, where))[0]
-                if op is KOp.SKIP_BYTES32
-                else _I16.unpack(r.take(2, where))[0]
-            )
+        elif op in _LENGTH_PREFIXED:
+            compact = op in (KOp.SKIP_CSTR, KOp.SKIP_CBYTES, KOp.TOPIC_CSTR)
+            if compact:
+                n = r.uvarint(where) - 1
+            elif op is KOp.SKIP_BYTES32:
+                n = _I32.unpack(r.take(4, where))[0]
+            else:
+                n = _I16.unpack(r.take(2, where))[0]
             _check_len(n, nullable, r.pos, where)
-            if op is KOp.TOPIC_STR16:
-                stopped = _topic_name(r, n, refs, stash, where)
-                stash = None
-                if stopped:
-                    return WalkResult(tuple(refs), r.pos, stopped=True)
-            elif n > 0:
-                r.skip(n, where)
-        elif op in (KOp.SKIP_CSTR, KOp.SKIP_CBYTES, KOp.TOPIC_CSTR):
-            n = r.uvarint(where) - 1
-            _check_len(n, nullable, r.pos, where)
-            if op is not KOp.SKIP_CBYTES and n > STR_MAX:
+            if compact and op is not KOp.SKIP_CBYTES and n > STR_MAX:
                 raise KafkaParseError(r.pos, f"{where}: string length {n} over {STR_MAX}")
-            if op is KOp.TOPIC_CSTR:
+            if op in (KOp.TOPIC_STR16, KOp.TOPIC_CSTR):
                 stopped = _topic_name(r, n, refs, stash, where)
                 stash = None
                 if stopped:
