@@ -57,7 +57,7 @@ def test_namespace_from_labels_when_ip_unknown() -> None:
 
 
 def _asdict(ev: DatapathEvent) -> dict[str, object]:
-    return {name: getattr(ev, name) for name in ev.__dataclass_fields__}
+    return dict(ev._asdict())
 
 
 def test_enrichment_is_cached_until_invalidated() -> None:
@@ -100,8 +100,11 @@ events = st.builds(
     match_type=st.integers(0, 7),
     rule_cookie=st.sampled_from([0, 0x101, 0x999]),
     length=st.integers(0, 65535),
+    cgroup_id=st.sampled_from([0, 0, 12345]),
+    audit=st.booleans(),
     kafka=st.none() | st.builds(KafkaInfo, st.integers(0, 80), st.integers(0, 17), st.integers(-(2**31), 2**31 - 1),
-                                st.none() | st.text(max_size=5), st.none() | st.text(max_size=20)),
+                                st.none() | st.text(max_size=5), st.none() | st.text(max_size=20),
+                                st.integers(0, 120)),
 )  # fmt: skip
 
 

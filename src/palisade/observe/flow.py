@@ -213,12 +213,17 @@ def policy_field(ev: DatapathEvent) -> str | None:
     return None
 
 
+_DD_VERDICTS = frozenset({int(Verdict.DROPPED), int(Verdict.AUDIT)})
+_DD_TYPES = frozenset({int(EventType.DROP), int(EventType.POLICY_VERDICT), int(EventType.L7)})
+_DD_REASONS = frozenset({0, _POLICY_DENIED})
+
+
 def _is_default_deny(ev: DatapathEvent) -> bool:
     return (
         ev.rule_cookie == 0
-        and ev.verdict in (Verdict.DROPPED, Verdict.AUDIT)
-        and ev.type in (EventType.DROP, EventType.POLICY_VERDICT, EventType.L7)
-        and ev.drop_reason in (0, _POLICY_DENIED)
+        and ev.verdict in _DD_VERDICTS
+        and ev.type in _DD_TYPES
+        and ev.drop_reason in _DD_REASONS
     )
 
 
@@ -236,6 +241,7 @@ class FlowBuilder:
         self._cookies: dict[int, tuple[PolicyRef, ...]] = {}
         self._cgroups: dict[int, EndpointRef | None] = {}
         self._cg_views: dict[tuple[int, int], EndpointView] = {}
+        self._default_deny: dict[str, tuple[PolicyRef, ...]] = {}
         self._by_cgroup: Callable[[int], EndpointRef | None] | None = getattr(
             enricher, "endpoint_by_cgroup", None
         )
@@ -317,10 +323,12 @@ class FlowBuilder:
                 self._cookies[cookie] = refs
             return refs
         if _is_default_deny(ev):
-            subject = dst if ev.direction == TrafficDirection.INGRESS else src
-            return (
-                PolicyRef(DEFAULT_DENY_NAME, subject.namespace, DEFAULT_DENY_KIND, (DEFAULT_DENY_LABEL,)),
-            )
+            ns = (dst if ev.direction == TrafficDirection.INGRESS else src).namespace
+            refs = self._default_deny.get(ns)
+            if refs is None:
+                refs = (PolicyRef(DEFAULT_DENY_NAME, ns, DEFAULT_DENY_KIND, (DEFAULT_DENY_LABEL,)),)
+                self._default_deny[ns] = refs
+            return refs
         return ()
 
     def build(self, ev: DatapathEvent, seq: int) -> FlowRecord:
