@@ -660,6 +660,19 @@ PAL_RT_GLOBAL int pal_rt_load_exe(struct pal_rt_scratch *s, __u32 need_path)
 	return 0;
 }
 
+/* The string a matchArgs / matchBinaries prefix or postfix compares: argument `which`, or (PAL_RT_ARGS and
+ * above) the executable's path. NULL for an argument index out of range. */
+static __always_inline __u8 *pal_rt_str_src(struct pal_rt_scratch *s, __u64 which)
+{
+	if (which >= PAL_RT_ARGS)
+		return s->exe;
+	barrier_var(which);
+	which &= 7;
+	if (which > PAL_RT_ARGS - 1)
+		return 0;
+	return s->arg[which].data;
+}
+
 /* Is one of the set's prefixes a prefix of src[0..len)? (src: PAL_RT_STR_MAX bytes) */
 PAL_RT_GLOBAL int pal_rt_prefix(struct pal_rt_scratch *s, __u32 set, __u64 which, __u64 len)
 {
@@ -667,15 +680,9 @@ PAL_RT_GLOBAL int pal_rt_prefix(struct pal_rt_scratch *s, __u32 set, __u64 which
 
 	if (!s)
 		return 0;
-	if (which < PAL_RT_ARGS) {
-		barrier_var(which);
-		which &= 7;
-		if (which > PAL_RT_ARGS - 1)
-			return 0;
-		src = s->arg[which].data;
-	} else {
-		src = s->exe;
-	}
+	src = pal_rt_str_src(s, which);
+	if (!src)
+		return 0;
 	if (len > PAL_RT_LPM_MAX)
 		len = PAL_RT_LPM_MAX; /* stored prefixes are shorter: the first bytes decide */
 	s->rkey.prefixlen = 32 + len * 8;
@@ -692,15 +699,9 @@ PAL_RT_GLOBAL int pal_rt_postfix(struct pal_rt_scratch *s, __u32 set, __u64 whic
 
 	if (!s || len > PAL_RT_STR_MAX - 1)
 		return 0;
-	if (which < PAL_RT_ARGS) {
-		barrier_var(which);
-		which &= 7;
-		if (which > PAL_RT_ARGS - 1)
-			return 0;
-		src = s->arg[which].data;
-	} else {
-		src = s->exe;
-	}
+	src = pal_rt_str_src(s, which);
+	if (!src)
+		return 0;
 	n = len < PAL_RT_POSTFIX_MAX - 1 ? len : PAL_RT_POSTFIX_MAX - 1;
 #pragma clang loop unroll(disable)
 	for (i = 0; i < PAL_RT_POSTFIX_MAX - 1; i++) {
