@@ -208,8 +208,9 @@ def run_pods(args: argparse.Namespace) -> dict[str, Any]:
         out["agent_idle_per_round"] = []
         for r in range(args.rounds):
             out["load"].append(loadavg())
+            env.set_config("a", "a", 0)  # resumes the agent if the last configuration paused it
             cpu0, t0 = proc_cpu_s(env.pid), time.perf_counter()
-            time.sleep(1)  # the agent's own background CPU (housekeeping), no traffic
+            time.sleep(4)  # the agent's own background CPU (housekeeping every 2 s), no traffic
             out["agent_idle_per_round"].append((proc_cpu_s(env.pid) - cpu0) / (time.perf_counter() - t0))
             log(
                 f"-- round {r + 1}/{args.rounds} (load {out['load'][-1]}; agent idle "
@@ -276,7 +277,10 @@ def report(res: dict[str, Any]) -> str:
         lines += ["", f"Pods: {pods['rounds']} rounds x {pods['seconds']} s per run; load per round: "
                   + "; ".join(pods["load"]), ""]  # fmt: skip
         for wl, unit in WORKLOADS.items():
-            lines.append(f"| {wl} ({unit}) | median | range | ratio to a | per-round ratios | agent CPU |")
+            lines.append(
+                f"| {wl} ({unit}) | median | range | ratio of medians | same-round ratio: median [IQR] (min-max) "
+                "| agent CPU |"
+            )
             lines.append("|---|---|---|---|---|---|")
             for s in pods["summary"]:
                 if s["workload"] != wl:
@@ -288,10 +292,15 @@ def report(res: dict[str, Any]) -> str:
                 )
                 fmt = "{:,.2f}" if wl == "stream" else "{:,.0f}"
                 ratio = "-" if s["ratio"] is None else f"{s['ratio']:.3f}"
-                spread = "-" if s["ratio_low"] is None else f"{s['ratio_low']:.3f}-{s['ratio_high']:.3f}"
+                paired = (
+                    "-"
+                    if s.get("paired") is None
+                    else f"{s['paired']:.3f} [{s['paired_q1']:.2f}-{s['paired_q3']:.2f}] "
+                    f"({s['ratio_low']:.2f}-{s['ratio_high']:.2f})"
+                )
                 lines.append(
                     f"| {s['config']} | {fmt.format(s['median'])} | {fmt.format(s['low'])}-{fmt.format(s['high'])} "
-                    f"| {ratio} | {spread} | {cpu * 100:.0f} % |"
+                    f"| {ratio} | {paired} | {cpu * 100:.0f} % |"
                 )
             lines.append("")
         for rwl in ("rr", "rr-1cpu"):

@@ -338,6 +338,9 @@ class Summary:
     ratio: float | None  # median / baseline median
     ratio_low: float | None  # spread of the per-round ratios (same round's baseline)
     ratio_high: float | None
+    paired: float | None = None  # median of the per-round ratios (each run / the same round's baseline)
+    paired_q1: float | None = None  # their interquartile range
+    paired_q3: float | None = None
 
 
 def spread_pct(values: Sequence[float]) -> float:
@@ -363,7 +366,7 @@ def summarize(samples: Iterable[Sample], baseline: str = "a") -> list[Summary]:
     for config, workload in order:
         vals = [s.value for s in by[(config, workload)]]
         base = by.get((baseline, workload), [])
-        ratio = rlo = rhi = None
+        ratio = rlo = rhi = paired = q1 = q3 = None
         if base:
             bmed = statistics.median(b.value for b in base)
             ratio = statistics.median(vals) / bmed if bmed else math.nan
@@ -373,9 +376,22 @@ def summarize(samples: Iterable[Sample], baseline: str = "a") -> list[Summary]:
             ]
             if per_round:
                 rlo, rhi = min(per_round), max(per_round)
+                paired = statistics.median(per_round)
+                q1, q3 = percentile(per_round, 0.25), percentile(per_round, 0.75)
         out.append(
             Summary(
-                config, workload, len(vals), statistics.median(vals), min(vals), max(vals), ratio, rlo, rhi
+                config,
+                workload,
+                len(vals),
+                statistics.median(vals),
+                min(vals),
+                max(vals),
+                ratio,
+                rlo,
+                rhi,
+                paired,
+                q1,
+                q3,
             )
         )
     return out

@@ -251,6 +251,8 @@ def test_summarize_medians_and_same_round_ratios() -> None:
     assert (b.n, b.median, b.low, b.high) == (3, 90.0, 60.0, 120.0)
     assert b.ratio == pytest.approx(90 / 100)
     assert (b.ratio_low, b.ratio_high) == (pytest.approx(0.75), pytest.approx(1.0))  # 60/80, 120/120
+    assert b.paired == pytest.approx(0.9)  # median of 0.9, 0.75, 1.0
+    assert (b.paired_q1, b.paired_q3) == (pytest.approx(0.75), pytest.approx(1.0))
 
 
 @given(
@@ -267,6 +269,9 @@ def test_summarize_ratio_is_median_over_median(a: list[float], b: list[float]) -
         pytest.approx(min(paired)),
         pytest.approx(max(paired)),
     )
+    q1, q3 = out["b"].paired_q1, out["b"].paired_q3
+    assert out["b"].paired == pytest.approx(statistics.median(paired))
+    assert q1 is not None and q3 is not None and min(paired) <= q1 <= q3 <= max(paired)
 
 
 def test_spread_and_percentile() -> None:
