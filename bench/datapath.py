@@ -9,6 +9,8 @@ and connection rate (palrr crr: connect/send/recv/close, each connection a new f
 interleaved round after round on the same pods and veths:
     a          no policy: Palisade's TC filters detached from both veths (the same programs re-attached after)
     b<N>       Palisade attached, the server endpoint's policy N pal_policy entries (10k, 50k)
+    b<N>-paused   diagnostic: the same with the agent SIGSTOPped (no ring-buffer reader: the datapath alone)
+    b<N>-tcx      diagnostic: the same programs on tcx links instead of the agent's tc (clsact) filters
     nft<N>     Palisade detached, an iptables-nft linear chain of N rules jumped to from FORWARD for the pods
     legacy<N>  the same with iptables-legacy
     nftct<N>   iptables-nft with conntrack first (ESTABLISHED accepted, new connections walk the N rules)
@@ -183,6 +185,8 @@ def run_pods(args: argparse.Namespace) -> dict[str, Any]:
         configs += [(f"b{size_label(n)}", "b", n) for n in sizes]
         if args.paused_agent:
             configs.append((f"b{size_label(max(sizes))}-paused", "b-paused", max(sizes)))
+        if args.tcx:
+            configs.append((f"b{size_label(max(sizes))}-tcx", "b-tcx", max(sizes)))
         configs += [(f"{b.replace('-', '')}{size_label(n)}", b, n) for b in backends for n in sizes]
         out["configs"] = [c[0] for c in configs]
         # every configuration is what it claims: the probe port is open without policy only, the workload
@@ -225,7 +229,7 @@ def run_pods(args: argparse.Namespace) -> dict[str, Any]:
                     value, extra = getattr(env, wl.replace("-", "_"))(args.seconds)
                     extra["agent_cpu"] = (proc_cpu_s(env.pid) - cpu0) / (time.perf_counter() - t0)
                     # the agent's whole share of this run: until it has read the ring buffer up
-                    extra["agent_lag_s"] = env.wait_agent_idle() if kind == "b" else 0.0
+                    extra["agent_lag_s"] = env.wait_agent_idle() if kind in ("b", "b-tcx") else 0.0
                     extra["agent_cpu_s"] = proc_cpu_s(env.pid) - cpu0
                     ev1 = env.events_read()
                     extra["events"] = None if ev0 is None or ev1 is None else ev1 - ev0
@@ -394,6 +398,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seconds", type=int, help="seconds per workload run")
     ap.add_argument("--iptables", help="nft,legacy,nft-ct,legacy-ct or none (default nft,legacy,nft-ct)")
     ap.add_argument("--change-reps", type=int)
+    ap.add_argument(
+        "--no-tcx",
+        dest="tcx",
+        action="store_false",
+        help="skip the diagnostic configuration b<largest>-tcx (the same programs on tcx links, not tc filters)",
+    )
     ap.add_argument(
         "--no-paused-agent",
         dest="paused_agent",

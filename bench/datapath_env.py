@@ -25,7 +25,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
 from helpers.agent import PY, TestAgent  # noqa: E402
-from palisade.bpf import _libbpf, tc_attach, tc_detach, tc_query  # noqa: E402
+from palisade.bpf import _libbpf, tc_attach, tc_detach, tc_query, tcx_attach  # noqa: E402
+from palisade.bpf.link import Link  # noqa: E402
 from palisade.bpf.maps import Map  # noqa: E402
 from palisade.bpf.object import Program  # noqa: E402
 from palisade.datapath.loader import TC_HANDLE, TC_PRIORITY  # noqa: E402
@@ -78,6 +79,7 @@ class TcToggle:
                 if pid is None:
                     raise RuntimeError(f"no Palisade filter on ifindex {ifx} {d}")
                 self.progs[(ifx, d)] = Program.from_id(pid)
+        self.links: list[Link] = []
 
     def attached(self) -> dict[tuple[int, str], bool]:
         with _libbpf.capture():  # "cannot find filter" is the answer we expect when detached
@@ -97,7 +99,18 @@ class TcToggle:
         if any(v != on for v in state.values()):
             raise RuntimeError(f"tc filters not {'attached' if on else 'detached'}: {state}")
 
+    def set_tcx(self, on: bool) -> None:
+        """Diagnostic: the same programs on the tcx hooks (bpf_mprog links, no cls_bpf/clsact) instead of the
+        tc filters; the tc filters must be detached first."""
+        if on and not self.links:
+            for (ifx, d), prog in self.progs.items():
+                self.links.append(tcx_attach(prog, ifx, d))  # type: ignore[arg-type]
+        elif not on:
+            while self.links:
+                self.links.pop().detach()
+
     def close(self) -> None:
+        self.set_tcx(False)
         for p in self.progs.values():
             p.close()
         self.progs = {}
@@ -394,8 +407,8 @@ class PodBench:
     # ---- configurations ----
 
     def set_config(self, name: str, kind: str, size: int) -> None:
-        """kind: a (no filters) | b (Palisade, size entries) | b-paused (the same, agent stopped) | nft | legacy
-        | nft-ct | legacy-ct."""
+        """kind: a (no filters) | b (Palisade, size entries) | b-paused (the same, agent stopped) | b-tcx (the
+        same programs on tcx links instead of tc filters) | nft | legacy | nft-ct | legacy-ct."""
         assert self.tc is not None
         if self.paused:
             self.pause_agent(False)
@@ -403,6 +416,7 @@ class PodBench:
             ipt.unjump()
             for ch in [c for c in ipt.chains if c.startswith(f"PALB{ipt.tag}C")]:
                 ipt.drop_chain(ch)
+        self.tc.set_tcx(False)
         if kind in ("b", "b-paused"):
             self.set_policy(size)
             self.tc.set(True)
@@ -410,6 +424,10 @@ class PodBench:
                 self.pause_agent(True)
             return
         self.tc.set(False)
+        if kind == "b-tcx":
+            self.set_policy(size)
+            self.tc.set_tcx(True)
+            return
         if kind == "a":
             return
         backend, _, ct = kind.partition("-")

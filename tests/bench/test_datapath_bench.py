@@ -308,6 +308,7 @@ def test_quick_run_produces_every_figure_and_cleans_up(tmp_path: Path) -> None:
         "b300",
         "b600",
         "b600-paused",
+        "b600-tcx",
         "nft300",
         "nft600",
         "legacy300",
