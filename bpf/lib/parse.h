@@ -154,12 +154,12 @@ static __always_inline int pal_parse(struct __sk_buff *skb, struct pal_pkt *p)
 /* The same parse for hooks where the packet starts at the IP header (cgroup_skb ingress/egress). Headers are
  * read with bpf_skb_load_bytes, so a non-linear skb (GSO sends, paged receives) parses like a linear one. The
  * socket layer sees whole datagrams (reassembled on receive, not yet fragmented on send), but fragments are
- * handled as in pal_parse so the two parsers agree on every input, but for a truncated TCP or UDP header:
- * pal_parse needs the whole header, this one only the bytes it reads (14 of TCP's, UDP's ports). */
+ * handled as in pal_parse, so the two parsers agree on every input (a truncated TCP or UDP header is invalid
+ * on both paths). */
 static __always_inline int pal_parse_ip(struct __sk_buff *skb, struct pal_pkt *p)
 {
 	struct iphdr ip;
-	__u8 l4[16];
+	__u8 l4[20];
 	__u32 l4off;
 	__u16 w0, w1;
 	int rc;
@@ -179,7 +179,9 @@ static __always_inline int pal_parse_ip(struct __sk_buff *skb, struct pal_pkt *p
 	case IPPROTO_TCP_:
 	case IPPROTO_UDP_:
 	case IPPROTO_SCTP_:
-		if (bpf_skb_load_bytes(skb, l4off, l4, p->proto == IPPROTO_TCP_ ? 14 : 4) < 0)
+		/* whole TCP / UDP headers, as pal_parse requires: a truncated header is invalid on both paths */
+		if (bpf_skb_load_bytes(skb, l4off, l4,
+				       p->proto == IPPROTO_TCP_ ? 20 : (p->proto == IPPROTO_UDP_ ? 8 : 4)) < 0)
 			return PAL_PARSE_INVALID;
 		__builtin_memcpy(&w0, &l4[0], 2);
 		__builtin_memcpy(&w1, &l4[2], 2);

@@ -357,9 +357,8 @@ def test_own_egress_policy_fails_at_connect(agent: TestAgent, env: dict[str, Any
     _apply(agent, policy, H_EGRESS_TO_B)
     assert _try(agent, "ns1", "h", "tcp", env["b"], 8080) == "ok"
     assert _try(agent, "ns1", "h", "cudp", env["b"], 5353) == "ok"
-    t0 = time.monotonic()
+    # "eperm" is the connect() error itself: a drop per packet would end in "timeout" instead
     assert _try(agent, "ns1", "h", "tcp", env["d"], 8080) == "eperm", "denied at connect(), not by a timeout"
-    assert time.monotonic() - t0 < 1.4
     assert _try(agent, "ns1", "h", "udp", env["d"], 5353) == "eperm", "unconnected UDP: at sendmsg()"
     assert _try(agent, "ns1", "h", "cudp", env["d"], 5353) == "eperm", "connected UDP: at connect()"
     assert not _ping(agent, "ns1", "h", env["d"]), "ICMP (raw socket): dropped per packet by the egress hook"
