@@ -1,6 +1,6 @@
 """Print the verifier gauntlet table (every shipped BPF program loaded into this kernel) for docs/benchmarks.md.
 
-    sudo .venv/bin/python bench/verifier_gauntlet.py
+sudo .venv/bin/python bench/verifier_gauntlet.py
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "src"))
 
-from palisade.datapath.gauntlet import markdown, run  # noqa: E402
+from palisade.datapath.gauntlet import markdown, run
 
 
 def main() -> None:

@@ -26,7 +26,9 @@ def test_file_then_flags(tmp_path: Path) -> None:
     f.write_text("bpf-ct-global-tcp-max: 100000\npolicy-audit-mode: true\nmonitor-aggregation-interval: 7\n")
     p = argparse.ArgumentParser()
     add_config_flags(p)
-    args = p.parse_args(["--config", str(f), "--bpf-ct-global-tcp-max", "2000", "--policy-audit-mode", "false"])
+    args = p.parse_args(
+        ["--config", str(f), "--bpf-ct-global-tcp-max", "2000", "--policy-audit-mode", "false"]
+    )
     cfg = load_config(args.config, overrides_from_args(args))
     assert cfg.bpf_ct_global_tcp_max == 2000  # the flag wins over the file
     assert cfg.policy_audit_mode is False
@@ -39,7 +41,10 @@ def test_file_then_flags(tmp_path: Path) -> None:
     [
         ("bpf-ct-global-tcp-mx: 5\n", "unknown option 'bpf-ct-global-tcp-mx'"),
         ("bpf-ct-global-tcp-max: many\n", "bpf-ct-global-tcp-max: invalid value 'many' (expected int)"),
-        ("bpf-events-ringbuf-size: 5000\n", "bpf-events-ringbuf-size: must be a power of two >= 4096, not 5000"),
+        (
+            "bpf-events-ringbuf-size: 5000\n",
+            "bpf-events-ringbuf-size: must be a power of two >= 4096, not 5000",
+        ),
         ("allow-localhost: sometimes\n", "allow-localhost: must be 'always' or 'policy'"),
         ("- a list\n", "expected a mapping of option names to values"),
         ("bpf-policy-map-max: -1\n", "bpf-policy-map-max: must not be negative"),

@@ -14,7 +14,6 @@ import errno
 import os
 import socket
 import subprocess
-import time
 from typing import Any
 
 import pytest

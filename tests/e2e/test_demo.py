@@ -16,7 +16,9 @@ REPO = Path(__file__).resolve().parents[2]
 
 def test_demo_runs_the_article_and_cleans_up() -> None:
     env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "COLUMNS": "160"}
-    r = subprocess.run([sys.executable, "-m", "palisade.demo"], capture_output=True, text=True, env=env, timeout=900)
+    r = subprocess.run(
+        [sys.executable, "-m", "palisade.demo"], capture_output=True, text=True, env=env, timeout=900
+    )
     out = r.stdout + r.stderr
     assert r.returncode == 0, out[-6000:]
     assert "Every step behaved as the article says." in out

@@ -67,44 +67,62 @@ def client(agent: TestAgent, pod: str, *args: str, timeout: str) -> tuple[bool, 
 
 @pytest.mark.parametrize("cl", CLIENTS)
 def test_ingestion_can_produce_to_alpha_telemetry(agent: TestAgent, kafka: dict[str, str], cl: str) -> None:
-    ok, out = client(agent, "ingestion-service", cl, "produce", kafka["boot"], "alpha-telemetry", timeout=OK_TIMEOUT)
+    ok, out = client(
+        agent, "ingestion-service", cl, "produce", kafka["boot"], "alpha-telemetry", timeout=OK_TIMEOUT
+    )
     assert ok, out
 
 
 @pytest.mark.parametrize("cl", CLIENTS)
-def test_ingestion_cannot_produce_to_forbidden_topic(agent: TestAgent, kafka: dict[str, str], cl: str) -> None:
-    ok, out = client(agent, "ingestion-service", cl, "produce", kafka["boot"], "forbidden-topic", timeout=FAIL_TIMEOUT)
+def test_ingestion_cannot_produce_to_forbidden_topic(
+    agent: TestAgent, kafka: dict[str, str], cl: str
+) -> None:
+    ok, out = client(
+        agent, "ingestion-service", cl, "produce", kafka["boot"], "forbidden-topic", timeout=FAIL_TIMEOUT
+    )
     assert not ok, out
 
 
 @pytest.mark.parametrize("cl", CLIENTS)
 def test_ingestion_cannot_consume(agent: TestAgent, kafka: dict[str, str], cl: str) -> None:
-    ok, out = client(agent, "ingestion-service", cl, "consume", kafka["boot"], "alpha-telemetry", timeout=FAIL_TIMEOUT)
+    ok, out = client(
+        agent, "ingestion-service", cl, "consume", kafka["boot"], "alpha-telemetry", timeout=FAIL_TIMEOUT
+    )
     assert not ok, out
 
 
 @pytest.mark.parametrize("cl", CLIENTS)
 @pytest.mark.parametrize("mode", ["consume", "group"])
-def test_processing_can_consume_alpha_telemetry(agent: TestAgent, kafka: dict[str, str], cl: str, mode: str) -> None:
-    ok, out = client(agent, "processing-service", cl, mode, kafka["boot"], "alpha-telemetry", timeout=OK_TIMEOUT)
+def test_processing_can_consume_alpha_telemetry(
+    agent: TestAgent, kafka: dict[str, str], cl: str, mode: str
+) -> None:
+    ok, out = client(
+        agent, "processing-service", cl, mode, kafka["boot"], "alpha-telemetry", timeout=OK_TIMEOUT
+    )
     assert ok, out
 
 
 @pytest.mark.parametrize("cl", CLIENTS)
 def test_processing_cannot_produce(agent: TestAgent, kafka: dict[str, str], cl: str) -> None:
-    ok, out = client(agent, "processing-service", cl, "produce", kafka["boot"], "alpha-telemetry", timeout=FAIL_TIMEOUT)
+    ok, out = client(
+        agent, "processing-service", cl, "produce", kafka["boot"], "alpha-telemetry", timeout=FAIL_TIMEOUT
+    )
     assert not ok, out
 
 
 def test_other_pod_reaches_nothing(agent: TestAgent, kafka: dict[str, str]) -> None:
     r = agent.exec(NS, "other", PY, str(HELPERS / "netclient.py"), "connect", kafka["broker"], "9092")
     assert r.returncode != 0, "not even the TCP handshake"
-    ok, out = client(agent, "other", "confluent", "produce", kafka["boot"], "alpha-telemetry", timeout=FAIL_TIMEOUT)
+    ok, out = client(
+        agent, "other", "confluent", "produce", kafka["boot"], "alpha-telemetry", timeout=FAIL_TIMEOUT
+    )
     assert not ok, out
 
 
 def test_article_observe_command_shows_the_drops(agent: TestAgent, kafka: dict[str, str]) -> None:
-    client(agent, "ingestion-service", "kcat", "produce", kafka["boot"], "forbidden-topic", timeout=FAIL_TIMEOUT)
+    client(
+        agent, "ingestion-service", "kcat", "produce", kafka["boot"], "forbidden-topic", timeout=FAIL_TIMEOUT
+    )
     time.sleep(0.5)
     r = agent.cli("observe", "--from-pod", "tenant-alpha/ingestion-service", "--verdict", "DROPPED",
                   "--to-port", "9092", "-o", "json")  # fmt: skip
@@ -143,7 +161,15 @@ def test_fetch_by_topic_id_is_policed_by_the_topic_name(agent: TestAgent, kafka:
         pytest.fail(f"the agent did not learn the topic ids: {st.get('kafka_topic_ids')}")
 
     def fetch(topic_id: str) -> bool:
-        r = agent.exec(NS, "processing-service", PY, str(HELPERS / "kafka_raw.py"), "fetch-by-id", kafka["boot"], topic_id)
+        r = agent.exec(
+            NS,
+            "processing-service",
+            PY,
+            str(HELPERS / "kafka_raw.py"),
+            "fetch-by-id",
+            kafka["boot"],
+            topic_id,
+        )
         return r.returncode == 0
 
     assert fetch(ids["alpha-telemetry"]), "consume role, allowed topic, by id"

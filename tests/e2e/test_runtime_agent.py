@@ -23,7 +23,7 @@ class EventStream:
 
     def __init__(self, agent: TestAgent, tmp: Path) -> None:
         self.path = tmp / f"events-{time.monotonic_ns()}.jsonl"
-        self.fh = open(self.path, "w")  # noqa: SIM115
+        self.fh = open(self.path, "w")
         self.proc = subprocess.Popen([PY, "-m", "palisade", "getevents", "-o", "json"], stdout=self.fh,
                                      stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=agent.env)  # fmt: skip
         time.sleep(1.0)  # subscribed
@@ -50,15 +50,25 @@ def pods(agent: TestAgent) -> dict[str, str]:
 
 
 def _kprobes(evs: list[dict], pod: str) -> list[dict]:
-    return [e["process_kprobe"] for e in evs if "process_kprobe" in e and e["process_kprobe"]["process"].get("pod", {}).get("name") == pod]
+    return [
+        e["process_kprobe"]
+        for e in evs
+        if "process_kprobe" in e and e["process_kprobe"]["process"].get("pod", {}).get("name") == pod
+    ]
 
 
-def test_article_policy_reports_curl_from_a_shell_in_the_pod(agent: TestAgent, pods: dict, tmp_path: Path) -> None:
+def test_article_policy_reports_curl_from_a_shell_in_the_pod(
+    agent: TestAgent, pods: dict, tmp_path: Path
+) -> None:
     out = agent.cli("apply", "-f", str(REPO / "examples" / "detect-curl-exec.yaml"))
     assert "TracingPolicy detect-anomalous-curl-execution" in out.stdout
     listing = agent.cli("tracingpolicy", "list", "-o", "json").stdout
     hooks = [h for p in json.loads(listing) for h in p["hooks"]]
-    assert hooks and hooks[0]["mechanism"] == "tracepoint" and hooks[0]["attached_to"] == "syscalls/sys_enter_execve"
+    assert (
+        hooks
+        and hooks[0]["mechanism"] == "tracepoint"
+        and hooks[0]["attached_to"] == "syscalls/sys_enter_execve"
+    )
     stream = EventStream(agent, tmp_path)
     try:
         t0 = time.monotonic()
@@ -92,19 +102,25 @@ def test_article_policy_reports_curl_from_a_shell_in_the_pod(agent: TestAgent, p
 def test_sigkill_variant_stops_curl_before_it_runs(agent: TestAgent, pods: dict, tmp_path: Path) -> None:
     text = (REPO / "examples" / "detect-curl-exec.yaml").read_text()
     text = text.replace('name: "detect-anomalous-curl-execution"', 'name: "kill-curl"')
-    text = text.replace("      matchPodLabels:", "      matchActions:\n      - action: Sigkill\n      matchPodLabels:")
+    text = text.replace(
+        "      matchPodLabels:", "      matchActions:\n      - action: Sigkill\n      matchPodLabels:"
+    )
     pol = tmp_path / "kill-curl.yaml"
     pol.write_text(text)
     agent.cli("apply", "-f", str(pol))
     target = tmp_path / "written-by-curl"
     try:
-        r = agent.exec(NS, "ingestion-service", "bash", "-c", f"/usr/bin/curl -s -o {target} file:///etc/hostname")
+        r = agent.exec(
+            NS, "ingestion-service", "bash", "-c", f"/usr/bin/curl -s -o {target} file:///etc/hostname"
+        )
         assert r.returncode != 0, "curl was killed"
         time.sleep(0.5)
         assert not target.exists(), "curl never ran: the file it would have written does not exist"
         # the same command in the other pod is not killed
         other = tmp_path / "written-elsewhere"
-        r = agent.exec(NS, "processing-service", "bash", "-c", f"/usr/bin/curl -s -o {other} file:///etc/hostname")
+        r = agent.exec(
+            NS, "processing-service", "bash", "-c", f"/usr/bin/curl -s -o {other} file:///etc/hostname"
+        )
         assert r.returncode == 0 and other.exists()
     finally:
         agent.cli("delete", "-f", str(pol))

@@ -91,7 +91,7 @@ class TestAgent:
         ]  # fmt: skip
 
     def start(self, timeout: float = 60.0) -> TestAgent:
-        logf = open(self.log, "ab")  # noqa: SIM115 - kept open for the child
+        logf = open(self.log, "ab")
         self.proc = subprocess.Popen(
             [PY, "-m", "palisade", "agent", *self.flags()],
             stdout=logf,
@@ -103,7 +103,9 @@ class TestAgent:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"agent exited with {self.proc.returncode}:\n{self.log.read_text()[-4000:]}")
+                raise RuntimeError(
+                    f"agent exited with {self.proc.returncode}:\n{self.log.read_text()[-4000:]}"
+                )
             r = self.cli("status", "-o", "json", check=False, timeout=10)
             if r.returncode == 0:
                 return self
@@ -138,13 +140,21 @@ class TestAgent:
             shutil.rmtree(self.tmp, ignore_errors=True)
 
     # ---- CLI ----
-    def cli(self, *args: str, check: bool = True, timeout: float = 120, input: bytes | None = None) -> subprocess.CompletedProcess[str]:
+    def cli(
+        self, *args: str, check: bool = True, timeout: float = 120, input: bytes | None = None
+    ) -> subprocess.CompletedProcess[str]:
         r = subprocess.run(
-            [PY, "-m", "palisade", *args], capture_output=True, text=True, env=self.env, timeout=timeout,
+            [PY, "-m", "palisade", *args],
+            capture_output=True,
+            text=True,
+            env=self.env,
+            timeout=timeout,
             input=input.decode() if input else None,
         )
         if check and r.returncode != 0:
-            raise AssertionError(f"palisade {' '.join(args)} failed ({r.returncode}):\n{r.stdout}\n{r.stderr}")
+            raise AssertionError(
+                f"palisade {' '.join(args)} failed ({r.returncode}):\n{r.stdout}\n{r.stderr}"
+            )
         return r
 
     def call(self, method: str, **params: Any) -> Any:
@@ -153,8 +163,14 @@ class TestAgent:
         with AgentClient(self.socket, timeout=120) as c:
             return c.call(method, **params)
 
-    def pod(self, ns: str, name: str, labels: dict[str, str] | None = None, argv: Sequence[str] = (),
-            host_network: bool = False) -> dict[str, Any]:
+    def pod(
+        self,
+        ns: str,
+        name: str,
+        labels: dict[str, str] | None = None,
+        argv: Sequence[str] = (),
+        host_network: bool = False,
+    ) -> dict[str, Any]:
         args = ["pod", "run", name, "-n", ns, "-o", "json"]
         for k, v in (labels or {}).items():
             args += ["-l", f"{k}={v}"]
@@ -166,7 +182,9 @@ class TestAgent:
 
         return json.loads(self.cli(*args).stdout)
 
-    def server_pod(self, ns: str, name: str, labels: dict[str, str], tcp: Sequence[int] = (), udp: Sequence[int] = ()) -> dict[str, Any]:
+    def server_pod(
+        self, ns: str, name: str, labels: dict[str, str], tcp: Sequence[int] = (), udp: Sequence[int] = ()
+    ) -> dict[str, Any]:
         argv = [PY, str(HELPERS / "netsrv.py")]
         for p in tcp:
             argv += ["--tcp", str(p)]

@@ -894,7 +894,7 @@ def _check_enforceable(p: NetworkPolicy) -> None:
                 if port.kafka is not None:
                     raise NotSupported(
                         "egress L7 (Kafka) rules",
-                        f"{p.kind} {p.full_name}: {'specs[%d].' % si if len(p.specs) > 1 else 'spec.'}"
+                        f"{p.kind} {p.full_name}: {f'specs[{si}].' if len(p.specs) > 1 else 'spec.'}"
                         f"egress[{rule.index}].toPorts[{pi}].rules.kafka: Palisade polices Kafka at the broker: "
                         "write the rule as ingress on the broker pods",
                     )

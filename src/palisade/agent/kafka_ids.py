@@ -17,7 +17,12 @@ import threading
 from collections.abc import Callable, Iterable
 
 from palisade.errors import PalisadeError
-from palisade.kafka.protocol import encode_request_frame, parse_response, topic_ids_from_metadata_response, with_size_prefix
+from palisade.kafka.protocol import (
+    encode_request_frame,
+    parse_response,
+    topic_ids_from_metadata_response,
+    with_size_prefix,
+)
 
 log = logging.getLogger("palisade.agent.kafka")
 

@@ -20,6 +20,7 @@ from palisade.runtime.export import InputError, read_events
 from palisade.runtime.filters import Filter, FilterError, from_flags, select
 from palisade.runtime.listing import PolicyStatus, format_policy_list
 
+
 def _agent_policy_status(socket: str | None) -> list[PolicyStatus]:
     """The agent's runtime sensor status, rebuilt into PolicyStatus values."""
     from palisade.agent.client import connect
@@ -49,14 +50,18 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--policy-names", action="append", default=[], help="tracing policy names")
     p.add_argument("--host", action="store_true", help="also events of host processes (no pod)")
     p.add_argument("-f", "--follow", action="store_true", help="keep reading the input file as it grows")
-    p.add_argument("--socket", help="agent socket (default $PALISADE_SOCKET or /var/run/palisade/palisade.sock)")
+    p.add_argument(
+        "--socket", help="agent socket (default $PALISADE_SOCKET or /var/run/palisade/palisade.sock)"
+    )
     p.set_defaults(func=cmd_getevents)
 
     tp = sub.add_parser("tracingpolicy", help="TracingPolicy status")
     tsub = tp.add_subparsers(dest="tp_command", metavar="COMMAND")
     ls = tsub.add_parser("list", help="applied tracing policies, their hooks and mechanisms")
     ls.add_argument("-o", "--output", choices=("table", "json"), default="table")
-    ls.add_argument("--socket", help="agent socket (default $PALISADE_SOCKET or /var/run/palisade/palisade.sock)")
+    ls.add_argument(
+        "--socket", help="agent socket (default $PALISADE_SOCKET or /var/run/palisade/palisade.sock)"
+    )
     ls.set_defaults(func=cmd_tracingpolicy_list)
     tp.set_defaults(func=lambda args: (tp.print_help(), 2)[1])
 

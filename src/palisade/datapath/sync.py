@@ -235,7 +235,7 @@ class PolicySync:
         for e in w_allow:
             self._write(m, st, e)
         self._delete_keys(d_deny)
-        for kb, cookie, rid in pending_release:
+        for _kb, cookie, rid in pending_release:
             if cookie is not None:
                 self.cookies.release(cookie)
             if rid is not None and self.rulesets.release(rid) and self._l7_remove is not None:

@@ -138,7 +138,7 @@ class Demo:
         self.section("1. The agent, this kernel, the pods", "Palisade's agent owns the eBPF programs and maps; "
                      "pods are network namespaces + veth pairs + cgroups it creates.")  # fmt: skip
         os.makedirs(os.path.dirname(self.socket), exist_ok=True)
-        log = open(self.tmp / "agent.log", "ab")  # noqa: SIM115
+        log = open(self.tmp / "agent.log", "ab")
         console.print(f"[bold green]$[/] palisade agent {shlex.join(self.flags)} &")
         with console.status("starting the agent (loading and verifying the BPF programs)..."):
             self.agent = subprocess.Popen([PY, "-m", "palisade", "agent", *self.flags], stdout=log, stderr=log,
@@ -264,7 +264,7 @@ class Demo:
                 title="detect-curl-exec.yaml (as the article wrote it)",
             )
         )
-        r = self.run(
+        self.run(
             "apply",
             "-f",
             str(EXAMPLES / "detect-curl-exec.yaml"),

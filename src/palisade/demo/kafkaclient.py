@@ -91,8 +91,9 @@ def confluent(
 def kafka_python(
     action: str, bootstrap: str, topic: str, timeout: float, group: str, value: bytes, client_id: str
 ) -> int:
-    from kafka import KafkaConsumer, KafkaProducer, TopicPartition
     from kafka.errors import KafkaError
+
+    from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
     ms = int(timeout * 1000)
     if action == "produce":
@@ -155,7 +156,7 @@ async def _aiokafka(
             await asyncio.wait_for(p.start(), timeout)
             md = await asyncio.wait_for(p.send_and_wait(topic, value), timeout)
             return _ok(f"produced to {topic} offset {md.offset}")
-        except (KafkaError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, KafkaError) as exc:
             return _fail(f"{type(exc).__name__}: {exc}")
         finally:
             try:
@@ -180,7 +181,7 @@ async def _aiokafka(
                         await c.commit()
                     return _ok(f"consumed from {topic} offset {msgs[0].offset}: {msgs[0].value!r}")
         return _fail("timed out waiting for a message")
-    except (KafkaError, asyncio.TimeoutError) as exc:
+    except (TimeoutError, KafkaError) as exc:
         return _fail(f"{type(exc).__name__}: {exc}")
     finally:
         try:
