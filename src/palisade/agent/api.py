@@ -183,17 +183,17 @@ def identities(agent: Agent) -> list[dict[str, Any]]:
     with agent.lock:
         data = agent.identities.to_data()
         for ident in sorted(_allocated_ids(data)):
-            labels = agent.identities.labels_of(ident)
+            held = agent.identities.labels_of(ident)
             out.append(
                 {
                     "identity": ident,
-                    "labels": labels.to_list() if labels else [],
+                    "labels": held.to_list() if held else [],
                     "kind": "cluster",
                     "references": agent.identities.refcount(ident),
                 }
             )
-        for ident, labels in sorted(_cidr_ids(agent).items()):
-            out.append({"identity": ident, "labels": labels, "kind": "cidr", "references": None})
+        for ident, cidr_labels in sorted(_cidr_ids(agent).items()):
+            out.append({"identity": ident, "labels": cidr_labels, "kind": "cidr", "references": None})
     return out
 
 

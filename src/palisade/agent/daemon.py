@@ -299,14 +299,14 @@ class Agent:
         """Rebuild the model from the store and converge the pinned maps to it (differences only)."""
         assert self.store is not None and self.sync is not None and self.datapath is not None
         policies: list[NetworkPolicy] = []
-        for rec in self.store.policies():
-            if rec.kind in NETWORK_KINDS:
+        for prec in self.store.policies():
+            if prec.kind in NETWORK_KINDS:
                 try:
-                    res = parse_documents([Document(rec.source, 1, rec.document)], rec.namespace_override)
+                    res = parse_documents([Document(prec.source, 1, prec.document)], prec.namespace_override)
                     policies.append(res.resources[0])
                 except PalisadeError as exc:
                     self.warnings_at_start.append(
-                        f"stored policy {rec.kind} {rec.namespace}/{rec.name}: {exc}"
+                        f"stored policy {prec.kind} {prec.namespace}/{prec.name}: {exc}"
                     )
         endpoints: list[Endpoint] = []
         idents: dict[int, LabelSet] = {}
@@ -375,9 +375,9 @@ class Agent:
         want.setdefault(ipaddress.IPv4Network(f"{router}/32"), (abi.ID_HOST, 0))
         m = self.datapath.maps["pal_ipcache"]
         actual: dict[ipaddress.IPv4Network, tuple[int, int]] = {}
-        for k, v in m.items():
-            key = abi.pal_ipcache_key.from_buffer_copy(k)
-            val = abi.pal_ipcache_val.from_buffer_copy(v)
+        for kb, vb in m.items():
+            key = abi.pal_ipcache_key.from_buffer_copy(kb)
+            val = abi.pal_ipcache_val.from_buffer_copy(vb)
             net = ipaddress.IPv4Network(
                 (ipaddress.IPv4Address(key.addr_be.to_bytes(4, "little")), key.prefixlen)
             )
@@ -493,7 +493,12 @@ class Agent:
             undo: list[Any] = []
             try:
                 if ip is not None:
-                    undo.append(lambda: (self.ipam.release(owner), self._persist_ipam()))
+
+                    def release_ip() -> None:
+                        self.ipam.release(owner)
+                        self._persist_ipam()
+
+                    undo.append(release_ip)
                     self._persist_ipam()
                 labelset = self._labels_for(namespace, labels)
                 ident, new = self.identities.allocate(labelset)
@@ -521,7 +526,7 @@ class Agent:
                 undo.append(lambda: self.pods.pop((namespace, name), None))
                 # endpoint + its policy in the maps before its traffic can reach the datapath
                 self.sync.add_endpoint(self._endpoint_state(view))
-                undo.append(lambda: self.sync.remove_endpoint(ep_id))  # type: ignore[union-attr]
+                undo.append(lambda: self.sync.remove_endpoint(ep_id))
                 delta = self.engine.upsert_endpoint(
                     Endpoint(ep_id, ident, (ip,) if ip else (), f"{namespace}/{name}")
                 )
@@ -529,13 +534,13 @@ class Agent:
                 problems = self.apply_delta(delta)
                 if ip:
                     self.sync.set_ipcache(ipaddress.IPv4Network(f"{ip}/32"), ident, ep_id)
-                    undo.append(lambda: self.sync.delete_ipcache(ipaddress.IPv4Network(f"{ip}/32")))  # type: ignore[union-attr]
+                    undo.append(lambda: self.sync.delete_ipcache(ipaddress.IPv4Network(f"{ip}/32")))
                 if handle.host_ifindex:
                     self.datapath.attach_endpoint(handle.host_ifindex)
                 elif host_network:
                     # socket-level hooks on its cgroup: after its endpoint and policy, before its process
                     self.datapath.attach_hostnet(handle.cgroup_path, handle.cgroup_id)
-                    undo.append(lambda: self.datapath.detach_hostnet(handle.cgroup_id))  # type: ignore[union-attr]
+                    undo.append(lambda: self.datapath.detach_hostnet(handle.cgroup_id))
                 self._index_pods()
                 pid = None
                 log_path = os.path.join(self.config.state_dir, "pods", f"{namespace}_{name}.log")

@@ -97,6 +97,7 @@ class AgentService:
                 grpc.StatusCode.UNIMPLEMENTED,
                 json.dumps({"type": "AgentError", "message": f"unknown method {name!r}"}),
             )
+            raise AssertionError("unreachable: abort raises")
         try:
             return {"result": fn(request.get("params") or {})}
         except PalisadeError as exc:
@@ -115,6 +116,7 @@ class AgentService:
                 grpc.StatusCode.UNIMPLEMENTED,
                 json.dumps({"type": "AgentError", "message": f"unknown stream {name!r}"}),
             )
+            raise AssertionError("unreachable: abort raises")
         try:
             for item in fn(request.get("params") or {}, context.is_active):
                 yield {"result": item}

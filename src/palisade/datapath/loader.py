@@ -15,6 +15,7 @@ import logging
 import os
 import shutil
 from dataclasses import dataclass
+from typing import Literal
 
 from palisade.agent.config import AgentConfig
 from palisade.bpf import BpfObject, attach_cgroup, attach_sockmap, tc_attach
@@ -136,15 +137,19 @@ class Datapath:
                 log.warning("stale sockops link pin %s (%s): re-creating", pin, exc)
                 os.unlink(pin)
         os.makedirs(cgroup_root, exist_ok=True)
-        link = attach_cgroup(prog, cgroup_root)
-        assert isinstance(link, Link)
-        link.pin(pin)
-        self._sockops_link = link
+        new = attach_cgroup(prog, cgroup_root)
+        assert isinstance(new, Link)
+        new.pin(pin)
+        self._sockops_link = new
 
     def attach_endpoint(self, ifindex: int) -> None:
         """TC on the host side of a pod's veth: ingress = the pod's egress policy, egress = its ingress."""
         assert self.lxc is not None
-        for prog, direction in (("pal_from_container", "ingress"), ("pal_to_container", "egress")):
+        hooks: tuple[tuple[str, Literal["ingress", "egress"]], ...] = (
+            ("pal_from_container", "ingress"),
+            ("pal_to_container", "egress"),
+        )
+        for prog, direction in hooks:
             tc_attach(
                 self.lxc.program(prog),
                 ifindex,
@@ -155,9 +160,10 @@ class Datapath:
             )
 
     def detach_endpoint(self, ifindex: int) -> None:
-        for direction in ("ingress", "egress"):
+        directions: tuple[Literal["ingress", "egress"], ...] = ("ingress", "egress")
+        for direction in directions:
             try:
-                tc_detach(ifindex, direction, handle=TC_HANDLE, priority=TC_PRIORITY)  # type: ignore[arg-type]
+                tc_detach(ifindex, direction, handle=TC_HANDLE, priority=TC_PRIORITY)
             except BpfError as exc:
                 if exc.errno not in (errno.ENOENT, errno.ENODEV, errno.EINVAL):
                     raise

@@ -235,11 +235,11 @@ class PolicySync:
         for e in w_allow:
             self._write(m, st, e)
         self._delete_keys(d_deny)
-        for _kb, cookie, rid in pending_release:
-            if cookie is not None:
-                self.cookies.release(cookie)
-            if rid is not None and self.rulesets.release(rid) and self._l7_remove is not None:
-                self._l7_remove(rid)
+        for _kb, old_cookie, old_rid in pending_release:
+            if old_cookie is not None:
+                self.cookies.release(old_cookie)
+            if old_rid is not None and self.rulesets.release(old_rid) and self._l7_remove is not None:
+                self._l7_remove(old_rid)
         st.l7_ingress += l7_delta
         st.flags = flags if ed.flags is None else ed.flags
         st.rev += 1
