@@ -104,19 +104,44 @@ def ancestors(b: Block) -> list[Block]:
     return out
 
 
-@lru_cache(maxsize=1 << 16)
-def _ancestors(b: Block) -> tuple[tuple[Block, ...], frozenset[Block]]:
-    """ancestors(b) as a tuple and a set, memoized (blocks recur in every computation)."""
-    anc = tuple(ancestors(b))
-    return anc, frozenset(anc)
-
-
-def _covering(b: Block, by_block: Mapping[Block, list[Contrib]]) -> list[Contrib]:
-    """The contributions of every block in ``by_block`` that contains b (b's own included)."""
-    anc, anc_set = _ancestors(b)
-    if len(by_block) < len(anc):
-        return [c for a, cs in by_block.items() if a in anc_set for c in cs]
+def _covering(
+    b: Block, by_block: Mapping[Block, list[Contrib]], anc_memo: dict[Block, list[Block]]
+) -> list[Contrib]:
+    """The contributions of every block in ``by_block`` that contains b (b's own included). Blocks are
+    aligned (range_to_blocks), so containment is a prefix comparison: a short ``by_block`` is scanned, a
+    long one probed with b's ancestors (memoized in ``anc_memo`` by the caller's computation)."""
+    proto, port, plen = b
+    if proto == PROTO_ANY:
+        return list(by_block.get(ROOT, ()))
+    if len(by_block) <= plen + 2:  # no more than b's ancestors
+        out: list[Contrib] = []
+        for (a_proto, a_port, a_plen), cs in by_block.items():
+            if a_proto == PROTO_ANY or (
+                a_proto == proto and a_plen <= plen and a_port >> (16 - a_plen) == port >> (16 - a_plen)
+            ):
+                out.extend(cs)
+        return out
+    anc = anc_memo.get(b)
+    if anc is None:
+        anc = anc_memo[b] = ancestors(b)
     return [c for a in anc if a in by_block for c in by_block[a]]
+
+
+def _inside_any(b: Block, blocks: set[Block], anc_memo: dict[Block, list[Block]]) -> bool:
+    """Is b inside one of ``blocks`` (b itself included)? Like _covering."""
+    proto, port, plen = b
+    if proto == PROTO_ANY:
+        return ROOT in blocks
+    if len(blocks) <= plen + 2:
+        return any(
+            a_proto == PROTO_ANY
+            or (a_proto == proto and a_plen <= plen and a_port >> (16 - a_plen) == port >> (16 - a_plen))
+            for a_proto, a_port, a_plen in blocks
+        )
+    anc = anc_memo.get(b)
+    if anc is None:
+        anc = anc_memo[b] = ancestors(b)
+    return any(a in blocks for a in anc)
 
 
 # Key(*fields) without the NamedTuple constructor's Python-level __new__ (one key per entry per endpoint).
@@ -178,7 +203,7 @@ class _Rule:
         self.origin = origin
         self.direction = origin.direction
         self.wildcard = any(p is WILDCARD for p in peers)
-        self.peers = tuple(p for p in peers if p is not WILDCARD)
+        self.peers = tuple(p for p in peers if p is not WILDCARD) if self.wildcard else peers
         self.contribs = contribs
         self.sel_entries: list[_SelEntry] = []  # the selector cache entries of ``peers`` (set on upsert)
 
@@ -453,15 +478,15 @@ class PolicyEngine:
 
     def _compile_policy(self, policy: NetworkPolicy) -> list[_Spec]:
         specs = []
+        key, audit = policy.key, policy.audit
         for ps in policy.specs:
-            spec = _Spec(policy.key, ps.subject, ps.enabled, ps.default_deny, policy.audit)
+            spec = _Spec(key, ps.subject, ps.enabled, ps.default_deny, audit)
             for rule in ps.rules:
                 origin = RuleOrigin(
                     policy.kind, policy.namespace, policy.name, rule.direction, rule.index, rule.deny
                 )
-                contribs = tuple(
-                    (b, rule.deny, policy.audit, l7, origin) for b, l7 in _rule_blocks(rule, policy.full_name)
-                )
+                deny = rule.deny
+                contribs = tuple((b, deny, audit, l7, origin) for b, l7 in _rule_blocks(rule, policy))
                 if not rule.peers or not contribs:
                     continue  # selects nothing (still counts for default deny via spec.enabled)
                 crule = _Rule(spec, origin, rule.peers, contribs)
@@ -516,7 +541,11 @@ class PolicyEngine:
                 for net in (peer.cidr, *peer.excepts):
                     if net.prefixlen > 0:
                         self._acquire_cidr(net)
-            entry.selected = {i for i in self._candidate_ids(peer) if self._matches(peer, i)}
+            if isinstance(peer, EndpointPeer):
+                sel, labels = peer.selector, self._labels
+                entry.selected = {i for i in self._candidate_ids(peer) if sel.matches(labels[i])}
+            else:
+                entry.selected = {i for i in self._candidate_ids(peer) if self._matches(peer, i)}
             for i in entry.selected:
                 self._sel_by_ident[i].add(entry)
             self._sel_index.add(peer, peer.selector if isinstance(peer, EndpointPeer) else None)
@@ -716,8 +745,13 @@ class PolicyEngine:
             return  # selected by the same policies as before (e.g. a label no policy looks at): nothing changes
         for spec in old or ():
             self._spec_eps.get(spec, set()).discard(ep_id)
+        spec_eps = self._spec_eps
         for spec in specs:
-            self._spec_eps.setdefault(spec, set()).add(ep_id)
+            eps = spec_eps.get(spec)
+            if eps is None:
+                spec_eps[spec] = {ep_id}
+            else:
+                eps.add(ep_id)
         self._ep_specs[ep_id] = specs
         self._wild_cache.pop(ep_id, None)
         self._dirty_full.add(ep_id)
@@ -874,6 +908,7 @@ class PolicyEngine:
             else self._flags.get(ep_id) or self._compute_flags(ep_id)
         )
         out: dict[int, dict[Key, Entry]] = {}
+        anc_memo: dict[Block, list[Block]] = {}
         for d in _DIRECTIONS:
             enforced = flags[d].enforced
             wild: list[Contrib] = []
@@ -906,7 +941,7 @@ class PolicyEngine:
             wild_blocks = sorted(wild_by_block)
             if only is None or 0 in only:
                 for b in wild_blocks:
-                    e = merged.entry(_covering(b, wild_by_block))
+                    e = merged.entry(_covering(b, wild_by_block, anc_memo))
                     if e is not None:
                         out.setdefault(0, {})[_new_key(Key, (0, d, *b))] = e
             groups: dict[tuple[int, ...], list[int]] = defaultdict(list)
@@ -924,13 +959,13 @@ class PolicyEngine:
                 own_blocks = set(by_block)
                 blocks = set(own_blocks)
                 for b in wild_blocks:
-                    if b not in blocks and not own_blocks.isdisjoint(_ancestors(b)[1]):
+                    if b not in blocks and _inside_any(b, own_blocks, anc_memo):
                         blocks.add(b)
                 for b, cs in wild_by_block.items():
                     by_block[b].extend(cs)
                 entries: list[tuple[tuple[Direction, int, int, int], Entry]] = []
                 for b in blocks:
-                    e = merged.entry(_covering(b, by_block))
+                    e = merged.entry(_covering(b, by_block, anc_memo))
                     if e is not None:
                         entries.append(((d, *b), e))
                 if not entries:
@@ -953,7 +988,7 @@ class PolicyEngine:
         endpoints: Iterable[Endpoint] = (),
     ) -> Delta:
         """Add many objects and compute once."""
-        with _gc_paused():
+        with _gc_paused(promote=True):
             self.begin()
             try:
                 for ident, labels in (identities or {}).items():
@@ -971,10 +1006,14 @@ _EMPTY = LabelSet()
 
 
 @contextmanager
-def _gc_paused() -> Iterator[None]:
-    """Pause the cyclic garbage collector during bulk work. A load allocates hundreds of thousands of
-    long-lived objects and frees almost no cycles, so the collector's generational passes only rescan them
-    (about 40 % of a 10k-rule load). Reference counting frees everything as usual meanwhile."""
+def _gc_paused(promote: bool = False) -> Iterator[None]:
+    """Pause the cyclic garbage collector during bulk work (reference counting frees everything as usual).
+
+    A 10k-rule load allocates a few hundred thousand long-lived objects and frees almost no cycles, so the
+    collector's generational passes (about 40 % of the load's time) would only rescan them. ``promote``
+    (load) then moves the objects made meanwhile straight to the oldest generation (freeze + unfreeze: a
+    list splice, where the next young collection would traverse them all); garbage cycles among them, if
+    any, are collected by the next full collection."""
     if not gc.isenabled():
         yield  # nested, or the application manages the collector itself
         return
@@ -982,6 +1021,9 @@ def _gc_paused() -> Iterator[None]:
     try:
         yield
     finally:
+        if promote and gc.get_freeze_count() == 0:  # (an application that froze objects keeps them frozen)
+            gc.freeze()
+            gc.unfreeze()
         gc.enable()
 
 
@@ -1039,29 +1081,35 @@ def _merge_l7(cs: list[Contrib]) -> tuple[KafkaRule, ...] | None:
     return normalize_l7(rules)
 
 
-def _rule_blocks(rule: PolicyRule, policy_name: str) -> list[tuple[Block, tuple[KafkaRule, ...] | None]]:
+def _rule_blocks(rule: PolicyRule, policy: NetworkPolicy) -> list[tuple[Block, tuple[KafkaRule, ...] | None]]:
     if not rule.ports:
         return [(ROOT, None)]
     out: list[tuple[Block, tuple[KafkaRule, ...] | None]] = []
     for pr in rule.ports:
         if pr.http is not None:
             raise NotSupported(
-                "L7 HTTP rules", f"policy {policy_name}: Palisade enforces Kafka L7 only; remove rules.http"
+                "L7 HTTP rules",
+                f"policy {policy.full_name}: Palisade enforces Kafka L7 only; remove rules.http",
             )
         l7 = normalize_l7(pr.kafka) if pr.kafka is not None else None
         for pp in pr.ports:
             if pp.protocol == "ANY":
-                protos = [PROTO_TCP] if l7 is not None else [PROTO_TCP, PROTO_UDP, PROTO_SCTP]
+                protos: tuple[int, ...] = (
+                    (PROTO_TCP,) if l7 is not None else (PROTO_TCP, PROTO_UDP, PROTO_SCTP)
+                )
             else:
-                protos = [PROTO_NUMBERS[pp.protocol]]
+                protos = (PROTO_NUMBERS[pp.protocol],)
             for proto in protos:
-                if pp.port == 0:
-                    out.append(((proto, 0, 0), l7))
-                else:
-                    out.extend(
-                        ((proto, port, plen), l7) for port, plen in range_to_blocks(pp.port, pp.end_port)
-                    )
+                out.extend((b, l7) for b in _port_blocks(proto, pp.port, pp.end_port))
     return out
+
+
+@lru_cache(maxsize=1 << 12)
+def _port_blocks(proto: int, port: int, end_port: int) -> tuple[Block, ...]:
+    """The blocks of one protocol's port (0: every port) or port range, memoized (ports recur)."""
+    if port == 0:
+        return ((proto, 0, 0),)
+    return tuple((proto, p, plen) for p, plen in range_to_blocks(port, end_port))
 
 
 @lru_cache(maxsize=1 << 14)
