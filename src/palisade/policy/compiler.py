@@ -624,6 +624,11 @@ class PolicyEngine:
 
     def _candidate_ids(self, peer: Peer) -> Iterable[int]:
         if isinstance(peer, EndpointPeer):
+            place = _selector_pairs(peer.selector)
+            if place is not None:
+                # an identity it selects has a label key=value (of some source) for every single-value In
+                sets = sorted((self._ids_by_kv.get((k, v), _NO_IDS) for _, k, v in place[1][0]), key=len)
+                return sets[0].intersection(*sets[1:])
             keys = _selector_index_keys(peer.selector)
             if keys is not None:
                 out: set[int] = set()
@@ -784,6 +789,7 @@ class PolicyEngine:
             tuple[frozenset[_Spec], frozenset[int] | None],
             tuple[dict[int, dict[Key, Entry]], tuple[Flags, Flags]],
         ] = {}
+        anc_memo: dict[Block, list[Block]] = {}  # port blocks' ancestors, for every computation
 
         def compute(
             ep_id: int, only: set[int] | None
@@ -791,7 +797,7 @@ class PolicyEngine:
             key = (frozenset(self._ep_specs.get(ep_id, ())), None if only is None else frozenset(only))
             hit = memo.get(key)
             if hit is None or (only is not None and self._flags.get(ep_id) != hit[1]):
-                hit = self._compute(ep_id, only)
+                hit = self._compute(ep_id, only, anc_memo)
                 memo[key] = hit
             return hit
 
@@ -897,7 +903,7 @@ class PolicyEngine:
         return out[0], out[1]
 
     def _compute(
-        self, ep_id: int, only: set[int] | None
+        self, ep_id: int, only: set[int] | None, anc_memo: dict[Block, list[Block]] | None = None
     ) -> tuple[dict[int, dict[Key, Entry]], tuple[Flags, Flags]]:
         """Entries of one endpoint, by identity (all of them, or only the identities in ``only``: then the
         endpoint's flags are unchanged, _flush checks that)."""
@@ -908,7 +914,8 @@ class PolicyEngine:
             else self._flags.get(ep_id) or self._compute_flags(ep_id)
         )
         out: dict[int, dict[Key, Entry]] = {}
-        anc_memo: dict[Block, list[Block]] = {}
+        if anc_memo is None:
+            anc_memo = {}
         for d in _DIRECTIONS:
             enforced = flags[d].enforced
             wild: list[Contrib] = []
@@ -1003,6 +1010,7 @@ class PolicyEngine:
 
 
 _EMPTY = LabelSet()
+_NO_IDS: frozenset[int] = frozenset()
 
 
 @contextmanager
