@@ -1060,6 +1060,11 @@ class _Merger:
         return e
 
     def _merge(self, cs: list[Contrib]) -> Entry | None:
+        if len(cs) == 1 and not cs[0][2]:  # the common case: one rule of an enforced policy
+            _, deny, _, l7, origin = cs[0]
+            if deny:
+                return Entry(True, None, False, frozenset((origin,)))
+            return Entry(False, None if l7 is None else normalize_l7(l7), False, frozenset((origin,)))
         deny_e = [c for c in cs if c[1] and not c[2]]
         if deny_e:
             return Entry(True, None, False, frozenset(c[4] for c in deny_e))
