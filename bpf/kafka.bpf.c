@@ -64,7 +64,7 @@ KFUNC int pal_kafka_event(struct pal_kafka_sock *st, __u32 verdict, __u32 reason
 	e->flow.type = PAL_EV_L7;
 	e->flow.verdict = verdict;
 	e->flow.direction = PAL_DIR_INGRESS;
-	e->flow.flags = 0;
+	e->flow.flags = st->phase == KPH_POISONED ? PAL_EVF_POISONED : 0;
 	e->flow.drop_reason = reason;
 	e->flow.match_type = PAL_MATCH_L7;
 	e->flow.proto = IPPROTO_TCP_;

@@ -196,6 +196,7 @@ struct pal_metrics_val {
 /* ---- events to the ring buffer ---- */
 #define PAL_EVF_REPLY (1u << 0)
 #define PAL_EVF_AUDIT (1u << 1)
+#define PAL_EVF_POISONED (1u << 2) /* L7: the connection is closed to requests (the agent resets it) */
 
 struct pal_flow_event {
 	__u8 type;      /* PAL_EV_* */

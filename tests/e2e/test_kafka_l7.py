@@ -178,3 +178,19 @@ def test_fetch_by_topic_id_is_policed_by_the_topic_name(agent: TestAgent, kafka:
     drops = agent.flows("--from-pod", f"{NS}/processing-service", "--verdict", "DROPPED", "--to-port", "9092")
     reasons = {f["drop_reason_desc"] for f in drops if f.get("l7")}
     assert "L7_UNKNOWN_TOPIC_ID" in reasons and "POLICY_DENIED" in reasons, reasons
+
+
+def test_a_denied_topic_found_mid_request_resets_the_connection(
+    agent: TestAgent, kafka: dict[str, str]
+) -> None:
+    """A large Produce whose second topic arrives in a later TCP segment: part of the request already reached
+    the broker when the deny is found, so the kernel closes the connection to requests (the broker never sees a
+    complete request) and the agent resets it at once: the client sees a reset, not a 30 s timeout."""
+    r = agent.exec(NS, "ingestion-service", PY, str(HELPERS / "kafka_raw.py"), "produce-two", kafka["boot"],
+                   "alpha-telemetry", "forbidden-topic", "400000")  # fmt: skip
+    out = r.stdout.strip()
+    assert r.returncode == 1 and out.startswith("reset"), out
+    drops = agent.flows("--from-pod", f"{NS}/ingestion-service", "--verdict", "DROPPED", "--to-port", "9092")
+    assert any((f.get("l7") or {}).get("kafka", {}).get("topic") == "forbidden-topic" for f in drops)
+    st = json.loads(agent.cli("status", "-o", "json").stdout)
+    assert st["counters"]["l7_connections_poisoned"] >= 1

@@ -60,7 +60,42 @@ def fetch_by_id(hostport: str, topic_id: str) -> int:
     return 0 if resp.correlation_id == 77 else 1
 
 
+def produce_two(hostport: str, first: str, second: str, size: int) -> int:
+    """One Produce v9 naming ``first`` (with ``size`` bytes of records, so ``second`` arrives in a later TCP
+    segment) and then ``second``. Prints answered / reset / timeout; exit 0 only when answered."""
+    host, _, port = hostport.rpartition(":")
+    records = bytes(size)
+    body = {
+        "TransactionalId": None,
+        "Acks": 1,
+        "TimeoutMs": 3000,
+        "TopicData": [
+            {"Name": first, "PartitionData": [{"Index": 0, "Records": records}]},
+            {"Name": second, "PartitionData": [{"Index": 0, "Records": b"x" * 64}]},
+        ],
+    }
+    frame = encode_request_frame(0, 9, 91, "raw-produce", body)
+    import time
+
+    t0 = time.monotonic()
+    with socket.create_connection((host, int(port)), timeout=TIMEOUT) as s:
+        s.settimeout(TIMEOUT * 2)
+        try:
+            s.sendall(with_size_prefix(frame))
+            head = s.recv(4)
+        except ConnectionResetError:
+            print(f"reset after {time.monotonic() - t0:.2f} s")
+            return 1
+        except TimeoutError:
+            print("timeout")
+            return 1
+    print("reset" if not head else "answered")
+    return 0 if head else 1
+
+
 if __name__ == "__main__":
     if sys.argv[1] == "fetch-by-id":
         sys.exit(fetch_by_id(sys.argv[2], sys.argv[3]))
+    if sys.argv[1] == "produce-two":
+        sys.exit(produce_two(sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5])))
     sys.exit(f"unknown command {sys.argv[1]}")

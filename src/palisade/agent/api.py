@@ -290,6 +290,9 @@ def agent_status(agent: Agent) -> dict[str, Any]:
             "lost": lost,
         },
         "runtime_security": sensor,
+        "kafka_connections_reset": None
+        if agent.resetter is None
+        else {"reset": agent.resetter.resets, "failed": agent.resetter.failures},
         "kafka_topic_ids": None
         if agent.topic_ids is None
         else {

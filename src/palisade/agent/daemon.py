@@ -68,6 +68,7 @@ class Agent:
         self.pod_resolver: Any = None
         self.kafka_maps: Any = None
         self.topic_ids: Any = None  # agent.kafka_ids.TopicIdLearner
+        self.resetter: Any = None  # agent.resets.ConnectionResetter
         self.pipeline: Any = None
         self.flow_store: Any = None
         self.metrics: Any = None
@@ -259,6 +260,9 @@ class Agent:
         if self.topic_ids is not None:
             self.topic_ids.stop()
             self.topic_ids = None
+        if self.resetter is not None:
+            self.resetter.stop()
+            self.resetter = None
         if self._observer is not None:
             self._observer.close()
         if self._server is not None:
@@ -800,7 +804,18 @@ class Agent:
                         out.add((st.ip, int.from_bytes(kb[14:16], "big")))
         return sorted(out)
 
+    def _netns_of(self, ip: str) -> str | None:
+        hit = self.ip_index.get(ip)
+        if hit is None:
+            return None
+        view = self.pods.get((hit[1], hit[2]))
+        return view.record.handle.get("netns_path") if view is not None else None
+
     def _start_threads(self) -> None:
+        from palisade.agent.resets import ConnectionResetter
+
+        self.resetter = ConnectionResetter(self._netns_of)
+        self.resetter.start()
         if self.kafka_maps is not None:
             from palisade.agent.kafka_ids import TopicIdLearner
 
@@ -828,6 +843,9 @@ class Agent:
                 return
             if ev.drop_reason == abi.DROP_L7_UNKNOWN_TOPIC_ID and self.topic_ids is not None:
                 self.topic_ids.poke()  # a topic was (re-)created: learn its id now
+            if ev.poisoned and self.resetter is not None:
+                # the kernel closed this connection to requests: reset it now rather than let the client wait
+                self.resetter.request(ev.dst_ip, ev.dst_port, ev.src_ip, ev.src_port)
             batch.append(ev)
             if len(batch) >= 1024:  # poll() returns only when the ring is empty: under load, hand over now
                 self.events_read += len(batch)

@@ -108,6 +108,7 @@ class DatapathEvent(NamedTuple):
     cgroup_id: int = 0  # set by socket-level hooks (hostNetwork pods)
     audit: bool = False  # the verdict was AUDIT because of audit mode (global or per policy)
     kafka: KafkaInfo | None = None
+    poisoned: bool = False  # L7: the kernel closed this connection to further requests
 
 
 # ---- decoding the ring buffer records (layouts: bpf/lib/abi.h struct pal_flow_event / pal_kafka_event) ----
@@ -201,6 +202,7 @@ def decode(data: bytes | memoryview, wall_offset_ns: int) -> DatapathEvent:
         cgroup_id,
         bool(flags & 2),
         kafka,
+        bool(flags & 4),
     )
 
 
