@@ -1,6 +1,6 @@
 """Datapath benchmark: L3/L4 policy in the kernel (Palisade's TC programs) against no policy and iptables.
 
-    sudo .venv/bin/python bench/datapath.py            # the full run (~15-20 min on a 2-core VM)
+    sudo .venv/bin/python bench/datapath.py            # the full run (5 rounds, ~20-25 min on a 2-core VM)
     sudo .venv/bin/python bench/datapath.py --quick    # a short run (~2 min)
 
 Pods (a real agent via tests/helpers/agent.py: a server and a client pod, traffic pod -> host routing -> pod
@@ -50,6 +50,11 @@ def log(msg: str) -> None:
 
 def size_label(n: int) -> str:
     return f"{n // 1000}k" if n % 1000 == 0 else str(n)
+
+
+def _git(*args: str) -> str:
+    r = subprocess.run(["git", "-C", str(REPO), *args], capture_output=True, text=True)
+    return r.stdout.strip() if r.returncode == 0 else "?"
 
 
 def machine() -> dict[str, Any]:
@@ -272,7 +277,11 @@ def run_pods(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def report(res: dict[str, Any]) -> str:
-    lines = [f"Command: `{res['command']}`", ""]
+    lines = [
+        f"Command: `{res['command']}` at commit {res.get('commit', '?')}"
+        + (" (with local changes)" if res.get("tree_dirty") else ""),
+        "",
+    ]
     m = res["machine"]
     lines.append(f"Machine: kernel {m['kernel']}, {m['cpus']} CPUs ({m['cpu_model']}), {m['iperf3']}; "
                  f"load before {res['load_before']}, after {res['load_after']}.")  # fmt: skip
@@ -444,6 +453,8 @@ def main(argv: list[str] | None = None) -> int:
         "command": "bench/datapath.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "machine": machine(),
         "load_before": loadavg(),
+        "commit": _git("rev-parse", "--short", "HEAD"),
+        "tree_dirty": bool(_git("status", "--porcelain", "--untracked-files=no", "src", "bpf", "bench")),
         "started": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
     if not a.skip_testrun:
