@@ -117,8 +117,14 @@ class TcToggle:
 
 
 def _nft_filter_table_exists() -> bool:
-    out = subprocess.run(["iptables-nft-save", "-t", "filter"], capture_output=True, text=True).stdout
-    return "*filter" in out
+    """Whether nf_tables has an ip ``filter`` table (``iptables-nft-save -t filter`` shows one even when not)."""
+    from pyroute2.nftables.main import NFTables
+
+    nft = NFTables()
+    try:
+        return any(t.get_attr("NFTA_TABLE_NAME") == "filter" for t in nft.get_tables())
+    finally:
+        nft.close()
 
 
 class Iptables:

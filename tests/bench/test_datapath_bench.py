@@ -298,6 +298,9 @@ def test_quick_run_produces_every_figure_and_cleans_up(tmp_path: Path) -> None:
         sys.executable, str(REPO / "bench" / "datapath.py"), "--quick", "--sizes", "300,600", "--iptables",
         "nft,legacy,nft-ct", "--change-reps", "1", "--testrun-sizes", "0,300", "--json-out", str(out),
     ]  # fmt: skip
+    from datapath_env import _nft_filter_table_exists
+
+    nft_table_before = _nft_filter_table_exists()
     env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
     r = subprocess.run(args, capture_output=True, text=True, timeout=850, env=env)
     assert r.returncode == 0, r.stderr[-4000:]
@@ -349,6 +352,7 @@ def test_quick_run_produces_every_figure_and_cleans_up(tmp_path: Path) -> None:
     assert pods["pods"]["agent_prefix"] not in _links()
     assert not os.path.exists(pods["pods"]["bpf_root"])
     assert not [p for p in os.listdir("/sys/fs/bpf") if p.startswith(f"palbench-{pods['bench_pid']}-")]
+    assert _nft_filter_table_exists() == nft_table_before, "the nft filter table is left as it was found"
     for tool in ("iptables-nft", "iptables-legacy"):
         if shutil.which(tool):
             rules = subprocess.run([tool, "-w", "-S"], capture_output=True, text=True).stdout
