@@ -789,7 +789,6 @@ class PolicyEngine:
             tuple[frozenset[_Spec], frozenset[int] | None],
             tuple[dict[int, dict[Key, Entry]], tuple[Flags, Flags]],
         ] = {}
-        anc_memo: dict[Block, list[Block]] = {}  # port blocks' ancestors, for every computation
 
         def compute(
             ep_id: int, only: set[int] | None
@@ -797,7 +796,7 @@ class PolicyEngine:
             key = (frozenset(self._ep_specs.get(ep_id, ())), None if only is None else frozenset(only))
             hit = memo.get(key)
             if hit is None or (only is not None and self._flags.get(ep_id) != hit[1]):
-                hit = self._compute(ep_id, only, anc_memo)
+                hit = self._compute(ep_id, only)
                 memo[key] = hit
             return hit
 
@@ -903,7 +902,7 @@ class PolicyEngine:
         return out[0], out[1]
 
     def _compute(
-        self, ep_id: int, only: set[int] | None, anc_memo: dict[Block, list[Block]] | None = None
+        self, ep_id: int, only: set[int] | None
     ) -> tuple[dict[int, dict[Key, Entry]], tuple[Flags, Flags]]:
         """Entries of one endpoint, by identity (all of them, or only the identities in ``only``: then the
         endpoint's flags are unchanged, _flush checks that)."""
@@ -914,8 +913,9 @@ class PolicyEngine:
             else self._flags.get(ep_id) or self._compute_flags(ep_id)
         )
         out: dict[int, dict[Key, Entry]] = {}
-        if anc_memo is None:
-            anc_memo = {}
+        anc_memo: dict[
+            Block, list[Block]
+        ] = {}  # (per computation: a flush-wide one would hold ~1 KiB per block)
         for d in _DIRECTIONS:
             enforced = flags[d].enforced
             wild: list[Contrib] = []
