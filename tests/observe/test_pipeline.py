@@ -6,6 +6,7 @@ import threading
 import urllib.request
 from collections.abc import Sequence
 
+import pytest
 from prometheus_client import CollectorRegistry
 
 from palisade.datapath.events import DatapathEvent
@@ -123,6 +124,42 @@ def test_metrics_series() -> None:
     assert s("palisade_flows_seen_total") == 14
     metrics.set_map_pressure("cilium_policy_00088", 900, 1000)
     assert s("palisade_bpf_map_pressure", map_name="cilium_policy_00088") == 0.9
+
+
+def test_map_pressure_is_counted_on_scrape_and_reused_briefly(monkeypatch: pytest.MonkeyPatch) -> None:
+    import palisade.observe.metrics as mod
+
+    metrics = ObserveMetrics(CollectorRegistry())
+    calls: list[int] = []
+    fill = {"pal_policy": (10, 1000)}
+
+    def source() -> dict[str, tuple[int, int]]:
+        calls.append(1)
+        if fill is None:
+            raise OSError("map gone")
+        return dict(fill)
+
+    def sample() -> float | None:
+        return metrics.registry.get_sample_value("palisade_bpf_map_pressure", {"map_name": "pal_policy"})
+
+    clock = [100.0]
+    monkeypatch.setattr(mod.time, "monotonic", lambda: clock[0])
+    assert calls == []  # nothing is counted until someone scrapes
+    metrics.set_pressure_source(source)
+    assert calls == []
+    assert sample() == 0.01
+    assert len(calls) == 1
+    fill["pal_policy"] = (500, 1000)
+    clock[0] += mod.PRESSURE_MAX_AGE / 2
+    assert sample() == 0.01  # a scrape right after another reuses its count
+    assert len(calls) == 1
+    clock[0] += mod.PRESSURE_MAX_AGE
+    assert sample() == 0.5
+    assert len(calls) == 2
+    fill = None  # type: ignore[assignment]
+    clock[0] += mod.PRESSURE_MAX_AGE
+    assert sample() == 0.5  # a failed count keeps the last figures, the scrape still answers
+    assert len(calls) == 3
 
 
 def test_exporter_serves_metrics_over_loopback() -> None:

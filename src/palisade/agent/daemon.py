@@ -7,7 +7,8 @@ the differences: established connections keep flowing and nothing the policy den
 
 Threads: the gRPC server's worker pool runs API calls (mutations serialize on one lock), a reader thread drains
 the datapath ring buffer into the flow pipeline, the runtime sensor has its own reader, and a housekeeping
-thread reaps pod processes and refreshes map-pressure figures.
+thread reaps pod processes and reads the lost-event counter. Map-pressure figures are counted when Prometheus
+scrapes (observe/metrics.py), never on a timer.
 """
 
 from __future__ import annotations
@@ -157,6 +158,7 @@ class Agent:
         c = self.config
         self.flow_store = FlowStore(capacity=c.hubble_event_buffer_capacity)
         self.metrics = ObserveMetrics()
+        self.metrics.set_pressure_source(self._map_pressure)
         self.enricher = AgentEnricher(self)
         self.pipeline = FlowPipeline(self.enricher, self.flow_store, self.metrics)
         self.pipeline.start()
@@ -171,6 +173,10 @@ class Agent:
 
             host, _, port = c.prometheus_serve_addr.rpartition(":")
             start_exporter(self.metrics, int(port), host or "127.0.0.1")
+
+    def _map_pressure(self) -> dict[str, tuple[int, int]]:
+        dp = self.datapath
+        return dp.pressure() if dp is not None and dp.maps else {}
 
     def _init_runtime_security(self) -> None:
         from palisade.runtime.pods import StaticPodResolver
@@ -874,8 +880,6 @@ class Agent:
                     if lost > self._lost_seen:
                         self.pipeline.record_lost("bpf_ringbuf", lost - self._lost_seen)
                         self._lost_seen = lost
-                    for name, (used, mx) in self.datapath.pressure().items():
-                        self.metrics.set_map_pressure(name, used, mx)
             except Exception as exc:  # never let housekeeping die
                 log.warning("housekeeping: %s", exc)
 

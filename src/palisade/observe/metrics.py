@@ -8,7 +8,10 @@ Series (Hubble's names and labels where Hubble has them):
   lowercase match type (``l3-l4``, ``all``) or ``l7/kafka``, action the lowercase verdict;
 - ``palisade_lost_events_total{stage}``: lost events per stage (see palisade.observe.store.LOSS_STAGES);
 - ``palisade_flows_seen_total``, ``palisade_flow_ring_flows`` / ``palisade_flow_ring_capacity``;
-- ``palisade_bpf_map_pressure{map_name}``: used/max of a BPF map, set by the agent (``set_map_pressure``).
+- ``palisade_bpf_map_pressure{map_name}``: used/max of a BPF map. Counting a big map's entries is a walk over
+  all of them (~0.5 s of CPU for a full 465k-entry LRU map), so the figures are refreshed when Prometheus
+  scrapes (from ``set_pressure_source``, at most every ``PRESSURE_MAX_AGE`` seconds), never on a timer: an
+  agent nobody scrapes spends nothing on them. ``set_map_pressure`` records one directly.
 
 Ingest must stay cheap, so flows are counted into plain dicts keyed by raw numbers (one dict increment per
 series per flow) and turned into labelled samples only when Prometheus scrapes (a custom collector).
@@ -16,8 +19,10 @@ series per flow) and turned into labelled samples only when Prometheus scrapes (
 
 from __future__ import annotations
 
+import logging
 import threading
-from collections.abc import Iterable, Iterator
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 from prometheus_client import CollectorRegistry, start_http_server
@@ -37,6 +42,12 @@ _TYPE_NAMES = {
 }
 _PROTO_NAMES = {6: "TCP", 17: "UDP", 1: "ICMPv4", 58: "ICMPv6", 132: "SCTP"}
 
+PRESSURE_MAX_AGE = 5.0  # seconds a scrape may reuse the previous scrape's map counts
+
+PressureSource = Callable[[], Mapping[str, tuple[int, int]]]  # map name -> (used, max_entries)
+
+log = logging.getLogger(__name__)
+
 
 class ObserveMetrics(Collector):
     """Counters of one flow pipeline. ``observe_batch`` runs on the ingest thread; ``collect`` on scrapes."""
@@ -48,6 +59,9 @@ class ObserveMetrics(Collector):
         self._verdicts: dict[tuple[int, int, int, bool], int] = {}
         self._lost: dict[str, int] = dict.fromkeys(LOSS_STAGES, 0)
         self._pressure: dict[str, float] = {}
+        self._pressure_source: PressureSource | None = None
+        self._pressure_at = float("-inf")
+        self._pressure_lock = threading.Lock()  # one count at a time, even with concurrent scrapes
         self._lock = threading.Lock()
         self.seen = 0
         self.ring_flows = 0
@@ -80,9 +94,29 @@ class ObserveMetrics(Collector):
             self._lost[stage] = self._lost.get(stage, 0) + n
 
     def set_map_pressure(self, map_name: str, used: int, max_entries: int) -> None:
-        """Record a BPF map's fill level (the agent calls this periodically)."""
+        """Record a BPF map's fill level."""
         with self._lock:
             self._pressure[map_name] = (used / max_entries) if max_entries > 0 else 0.0
+
+    def set_pressure_source(self, source: PressureSource | None) -> None:
+        """Where scrapes get map fill levels from (the agent's datapath); counted on demand."""
+        with self._pressure_lock:
+            self._pressure_source = source
+            self._pressure_at = float("-inf")
+
+    def _refresh_pressure(self) -> None:
+        with self._pressure_lock:
+            source = self._pressure_source
+            if source is None or time.monotonic() - self._pressure_at < PRESSURE_MAX_AGE:
+                return
+            try:
+                counts = source()
+            except Exception as exc:  # a failed count keeps the last figures; the scrape still answers
+                log.warning("map pressure: %s", exc)
+                return
+            for name, (used, mx) in counts.items():
+                self.set_map_pressure(name, used, mx)
+            self._pressure_at = time.monotonic()
 
     def set_ring(self, flows: int, capacity: int) -> None:
         self.ring_flows, self.ring_capacity = flows, capacity
@@ -135,6 +169,7 @@ class ObserveMetrics(Collector):
         yield pv
 
         lost = CounterMetricFamily("palisade_lost_events", "Events lost per pipeline stage", labels=["stage"])
+        self._refresh_pressure()
         with self._lock:
             lost_items = sorted(self._lost.items())
             pressure_items = sorted(self._pressure.items())
