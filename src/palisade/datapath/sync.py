@@ -46,6 +46,9 @@ from palisade.policy.model import Direction
 
 log = logging.getLogger("palisade.datapath")
 
+BATCH_MIN = 32  # a phase with at least this many entries goes to the kernel in one batch syscall
+_FULL_ERRNOS = (errno.E2BIG, errno.ENOSPC, errno.ENOMEM)
+
 Ruleset = tuple[KafkaRule, ...]
 
 
@@ -155,7 +158,16 @@ class PolicySync:
             self._l7_remove(rid)
 
     def _delete_keys(self, keys: list[bytes]) -> None:
+        """Delete in order (the batch call deletes sequentially too). A batch stops at a key the map does not
+        hold: then the rest go one by one, missing keys skipped."""
         m = self.maps["pal_policy"]
+        if len(keys) >= BATCH_MIN:
+            try:
+                m.delete_batch(keys)
+                return
+            except BpfError as exc:
+                if exc.errno != errno.ENOENT:
+                    raise
         for kb in keys:
             m.delete(kb)
 
@@ -229,11 +241,9 @@ class PolicySync:
             st.flags = flags
             self._write_endpoint(st)
         m = self.maps["pal_policy"]
-        for e in w_deny:
-            self._write(m, st, e)
+        self._write_many(m, st, w_deny)
         self._delete_keys(d_allow)
-        for e in w_allow:
-            self._write(m, st, e)
+        self._write_many(m, st, w_allow)
         self._delete_keys(d_deny)
         for _kb, old_cookie, old_rid in pending_release:
             if old_cookie is not None:
@@ -248,11 +258,24 @@ class PolicySync:
             problems.append(f"endpoint {st.ep_id} {d}: {why}: new flows are dropped (fail closed)")
         return problems
 
+    def _write_many(self, m: Map, st: EndpointState, entries: list[EncodedEntry]) -> None:
+        """Write one phase. A batch that does not fit is written again one by one (updates are idempotent),
+        so the entry that does not fit fails its endpoint closed as a single write would."""
+        if len(entries) >= BATCH_MIN:
+            try:
+                m.update_batch([(e.key, e.value) for e in entries])
+                return
+            except BpfError as exc:
+                if exc.errno not in _FULL_ERRNOS:
+                    raise
+        for e in entries:
+            self._write(m, st, e)
+
     def _write(self, m: Map, st: EndpointState, e: EncodedEntry) -> None:
         try:
             m.update(e.key, e.value)
         except BpfError as exc:
-            if exc.errno not in (errno.E2BIG, errno.ENOSPC, errno.ENOMEM):
+            if exc.errno not in _FULL_ERRNOS:
                 raise
             d = Direction.EGRESS if abi.pal_policy_key.from_buffer_copy(e.key).egress else Direction.INGRESS
             st.full[d] = f"the policy map is full ({exc.errno and errno.errorcode.get(exc.errno)})"
