@@ -20,9 +20,9 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import datapath_testrun as dt  # noqa: E402
+import datapath_testrun as dt
 
-from palisade.datapath import sync as sync_mod  # noqa: E402
+from palisade.datapath import sync as sync_mod
 
 
 def main() -> None:
