@@ -22,8 +22,9 @@ from __future__ import annotations
 import difflib
 import ipaddress
 import re
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from functools import partial
+from operator import attrgetter
 from typing import Any, TypeVar
 
 from palisade.errors import PolicyError, PolicyErrors
@@ -351,6 +352,15 @@ def _match_expression(
     return Requirement(sk[0], key_prefix + sk[1], str(op), tuple(sorted(set(values))))
 
 
+_REQ_ORDER = attrgetter("source", "key", "operator", "values")  # Requirement's field order, compared in C
+
+
+def _selector(reqs: Iterable[Requirement]) -> Selector:
+    """A selector of deduplicated requirements in canonical order (the dataclass order, without its slow
+    generated comparisons)."""
+    return Selector(tuple(sorted(set(reqs), key=_REQ_ORDER)))
+
+
 def _has_key(reqs: Sequence[Requirement], sources: Sequence[str], key: str) -> bool:
     return any(r.key == key and r.source in sources for r in reqs)
 
@@ -367,7 +377,7 @@ def _peer_selector(reqs: list[Requirement], namespace: str | None, matches_init:
             r.source in (SOURCE_K8S, SOURCE_ANY) and r.key.startswith(NAMESPACE_LABELS_PREFIX) for r in reqs
         ):
             reqs = [*reqs, Requirement(SOURCE_K8S, POD_NAMESPACE_LABEL, OP_IN, (namespace,))]
-    sel = Selector(tuple(sorted(set(reqs))))
+    sel = _selector(reqs)
     return WILDCARD if sel.is_wildcard else EndpointPeer(sel)
 
 
@@ -772,12 +782,21 @@ def _cilium_rule(
         return None
     if not l3_used and ports:
         peers = [WILDCARD]  # an L4-only rule applies to every peer (Cilium)
-    return PolicyRule(direction, deny, index, tuple(sorted(set(peers), key=_peer_sort_key)), tuple(ports))
+    return PolicyRule(direction, deny, index, _peer_tuple(peers), tuple(ports))
+
+
+_PEER_ORDER = {EndpointPeer: 0, EntityPeer: 1, CidrPeer: 2}
 
 
 def _peer_sort_key(p: Peer) -> tuple[int, str]:
-    order = {EndpointPeer: 0, EntityPeer: 1, CidrPeer: 2}
-    return (order.get(type(p), 3), repr(p))
+    return (_PEER_ORDER.get(type(p), 3), repr(p))
+
+
+def _peer_tuple(peers: list[Peer]) -> tuple[Peer, ...]:
+    """A rule's peers, deduplicated in a canonical order (repr is costly: only sort when there is a choice)."""
+    if len(peers) <= 1:
+        return tuple(peers)
+    return tuple(sorted(set(peers), key=_peer_sort_key))
 
 
 def _cilium_spec(
@@ -835,7 +854,7 @@ def _cilium_spec(
                     )
                 reqs = [r for r in reqs if r not in named]
                 reqs.append(Requirement(SOURCE_K8S, POD_NAMESPACE_LABEL, OP_IN, (namespace,)))
-            subject = Selector(tuple(sorted(set(reqs))))
+            subject = _selector(reqs)
     matches_init = subject is not None and _has_key(subject.requirements, (SOURCE_RESERVED,), "init")
     rules: list[PolicyRule] = []
     present = {}
@@ -952,7 +971,7 @@ def _knp_peer(ctx: _Ctx, m: Mapping[str, Any], p: str, namespace: str) -> Peer |
         reqs.extend(ps[0])
         if "namespaceSelector" not in m:
             reqs.append(Requirement(SOURCE_K8S, POD_NAMESPACE_LABEL, OP_IN, (namespace,)))
-    return EndpointPeer(Selector(tuple(sorted(set(reqs)))))
+    return EndpointPeer(_selector(reqs))
 
 
 def _knp_port(ctx: _Ctx, m: Mapping[str, Any], p: str) -> PortProtocol | None:
@@ -1001,7 +1020,7 @@ def _knp_spec(ctx: _Ctx, v: object, namespace: str) -> PolicySpec | None:
             if subject_text == "all endpoints":
                 subject_text = "all pods"
             reqs.append(Requirement(SOURCE_K8S, POD_NAMESPACE_LABEL, OP_IN, (namespace,)))
-            subject = Selector(tuple(sorted(set(reqs))))
+            subject = _selector(reqs)
     types: list[str] = []
     if m.get("policyTypes") is not None:
         for tp, t in ctx.each(m, "policyTypes", "spec"):
@@ -1046,11 +1065,7 @@ def _knp_spec(ctx: _Ctx, v: object, namespace: str) -> PolicySpec | None:
             if peers is None or ports is None:
                 continue
             if section.capitalize() in types:
-                rules.append(
-                    PolicyRule(
-                        direction, False, i, tuple(sorted(set(peers), key=_peer_sort_key)), tuple(ports)
-                    )
-                )
+                rules.append(PolicyRule(direction, False, i, _peer_tuple(peers), tuple(ports)))
     if len(ctx.errors) != n_err or subject is None:
         return None
     enabled = ("Ingress" in types, "Egress" in types)
