@@ -913,9 +913,8 @@ class PolicyEngine:
             else self._flags.get(ep_id) or self._compute_flags(ep_id)
         )
         out: dict[int, dict[Key, Entry]] = {}
-        anc_memo: dict[
-            Block, list[Block]
-        ] = {}  # (per computation: a flush-wide one would hold ~1 KiB per block)
+        # port blocks' ancestors, per computation (a flush-wide memo would hold ~1 KiB per block)
+        anc_memo: dict[Block, list[Block]] = {}
         for d in _DIRECTIONS:
             enforced = flags[d].enforced
             wild: list[Contrib] = []
