@@ -17,6 +17,7 @@ from typing import Any, Protocol
 import yaml
 
 from palisade.errors import PolicyError, PolicyErrors
+from palisade.gcpause import gc_paused
 
 
 @dataclass(frozen=True)
@@ -87,10 +88,16 @@ class ParseResult:
     documents: list[Document] = field(default_factory=list)  # the document each resource came from
 
 
+# libyaml's safe loader when PyYAML was built with it (the Debian and PyPI wheels are): the same documents, ~8x
+# faster than the pure-Python one (a 10k-policy, 3 MiB file: 2.8 s instead of 21 s).
+_YAML_LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
 def split_documents(text: str, source: str) -> list[Document]:
     """Split a (possibly multi-document) YAML text. Empty documents are skipped but still counted."""
     try:
-        raw = list(yaml.safe_load_all(text))
+        with gc_paused():
+            raw = list(yaml.load_all(text, Loader=_YAML_LOADER))
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1} column {mark.column + 1}: " if mark is not None else ""
@@ -158,22 +165,23 @@ def parse_documents(docs: Iterable[Document], namespace_override: str | None = N
     ``namespace_override`` moves namespaced network policies into that namespace (see `palisade apply -n`)."""
     result = ParseResult()
     errors: list[PolicyError] = []
-    for doc in docs:
-        try:
-            parser = _parser_for(doc)
-            if namespace_override and doc.data.get("kind") in _NAMESPACE_OVERRIDE_KINDS:
-                resource, warnings = parser(doc, namespace_override=namespace_override)  # type: ignore[call-arg]
-            else:
-                resource, warnings = parser(doc)
-        except PolicyErrors as exc:
-            errors.extend(e.located(source=doc.source, doc=doc.index) for e in exc.errors)
-            continue
-        except PolicyError as exc:
-            errors.append(exc.located(source=doc.source, doc=doc.index))
-            continue
-        result.resources.append(resource)
-        result.documents.append(doc)
-        result.warnings.extend(w.located(source=doc.source, doc=doc.index) for w in warnings)
+    with gc_paused():
+        for doc in docs:
+            try:
+                parser = _parser_for(doc)
+                if namespace_override and doc.data.get("kind") in _NAMESPACE_OVERRIDE_KINDS:
+                    resource, warnings = parser(doc, namespace_override=namespace_override)  # type: ignore[call-arg]
+                else:
+                    resource, warnings = parser(doc)
+            except PolicyErrors as exc:
+                errors.extend(e.located(source=doc.source, doc=doc.index) for e in exc.errors)
+                continue
+            except PolicyError as exc:
+                errors.append(exc.located(source=doc.source, doc=doc.index))
+                continue
+            result.resources.append(resource)
+            result.documents.append(doc)
+            result.warnings.extend(w.located(source=doc.source, doc=doc.index) for w in warnings)
     if errors:
         raise PolicyErrors(errors)
     return result

@@ -295,6 +295,28 @@ def test_resources_adds_file_and_document(tmp_path: Path) -> None:
     )
 
 
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("a: [1, 2\nb: 3\n", "invalid YAML: line 2 column 2: did not find expected ',' or ']'"),
+        ("a: &x 1\nb: *y\n", "invalid YAML: line 2 column 4: found undefined alias"),
+        # a safe loader: no Python objects from tags (a policy file must never run code)
+        (
+            "a: !!python/object/apply:os.getpid []\n",
+            "invalid YAML: line 1 column 4: could not determine a constructor for the tag "
+            "'tag:yaml.org,2002:python/object/apply:os.getpid'",
+        ),
+        ("kind: X\n---\n- 1\n", "doc 2: expected a mapping (a Kubernetes object), got list"),
+    ],
+)
+def test_bad_yaml_is_reported_with_its_place(tmp_path: Path, text: str, message: str) -> None:
+    f = tmp_path / "p.yaml"
+    f.write_text(text)
+    with pytest.raises(PolicyErrors) as ei:
+        load_files([f])
+    assert ei.value.errors[0].render() == f"{f}: {message}", ei.value.errors[0].render()
+
+
 def test_namespace_override_moves_knp_not_ccnp() -> None:
     knp = _doc("""
 apiVersion: networking.k8s.io/v1

@@ -34,6 +34,7 @@ from palisade.datapath.events import EventDecodeError, decode, monotonic_to_wall
 from palisade.datapath.loader import Datapath
 from palisade.datapath.sync import EndpointState, PolicySync
 from palisade.errors import AgentError, NotSupported, PalisadeError, PolicyError, PolicyErrors
+from palisade.gcpause import gc_paused
 from palisade.identity.identities import RESERVED_LABELS, IdentityAllocator
 from palisade.identity.labels import LabelSet, endpoint_labels
 from palisade.policy.compiler import Delta, Endpoint, PolicyEngine
@@ -309,15 +310,18 @@ class Agent:
         """Rebuild the model from the store and converge the pinned maps to it (differences only)."""
         assert self.store is not None and self.sync is not None and self.datapath is not None
         policies: list[NetworkPolicy] = []
-        for prec in self.store.policies():
-            if prec.kind in NETWORK_KINDS:
-                try:
-                    res = parse_documents([Document(prec.source, 1, prec.document)], prec.namespace_override)
-                    policies.append(res.resources[0])
-                except PalisadeError as exc:
-                    self.warnings_at_start.append(
-                        f"stored policy {prec.kind} {prec.namespace}/{prec.name}: {exc}"
-                    )
+        with gc_paused():
+            for prec in self.store.policies():
+                if prec.kind in NETWORK_KINDS:
+                    try:
+                        res = parse_documents(
+                            [Document(prec.source, 1, prec.document)], prec.namespace_override
+                        )
+                        policies.append(res.resources[0])
+                    except PalisadeError as exc:
+                        self.warnings_at_start.append(
+                            f"stored policy {prec.kind} {prec.namespace}/{prec.name}: {exc}"
+                        )
         endpoints: list[Endpoint] = []
         idents: dict[int, LabelSet] = {}
         for rec in self.store.pods():

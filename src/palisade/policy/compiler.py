@@ -29,15 +29,14 @@ Semantics (Cilium's, see docs/architecture.md and palisade.policy.lookup):
 
 from __future__ import annotations
 
-import gc
 import ipaddress
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 
 from palisade.errors import NotSupported
+from palisade.gcpause import gc_paused
 from palisade.identity.identities import (
     CLUSTER_ID_MAX,
     CLUSTER_ID_MIN,
@@ -772,7 +771,7 @@ class PolicyEngine:
     # --- computation --------------------------------------------------------------------------------------
 
     def _flush(self) -> Delta:
-        with _gc_paused():
+        with gc_paused():
             return self._flush_pending()
 
     def _flush_pending(self) -> Delta:
@@ -994,7 +993,7 @@ class PolicyEngine:
         endpoints: Iterable[Endpoint] = (),
     ) -> Delta:
         """Add many objects and compute once."""
-        with _gc_paused(promote=True):
+        with gc_paused(promote=True):
             self.begin()
             try:
                 for ident, labels in (identities or {}).items():
@@ -1010,28 +1009,6 @@ class PolicyEngine:
 
 _EMPTY = LabelSet()
 _NO_IDS: frozenset[int] = frozenset()
-
-
-@contextmanager
-def _gc_paused(promote: bool = False) -> Iterator[None]:
-    """Pause the cyclic garbage collector during bulk work (reference counting frees everything as usual).
-
-    A 10k-rule load allocates a few hundred thousand long-lived objects and frees almost no cycles, so the
-    collector's generational passes (about 40 % of the load's time) would only rescan them. ``promote``
-    (load) then moves the objects made meanwhile straight to the oldest generation (freeze + unfreeze: a
-    list splice, where the next young collection would traverse them all); garbage cycles among them, if
-    any, are collected by the next full collection."""
-    if not gc.isenabled():
-        yield  # nested, or the application manages the collector itself
-        return
-    gc.disable()
-    try:
-        yield
-    finally:
-        if promote and gc.get_freeze_count() == 0:  # (an application that froze objects keeps them frozen)
-            gc.freeze()
-            gc.unfreeze()
-        gc.enable()
 
 
 class _Merger:
