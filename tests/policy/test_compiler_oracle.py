@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 import random
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from policy_testutil import Pod, World, oracle
@@ -305,6 +306,50 @@ def test_every_permutation_of_a_rule_list_gives_the_same_mapstate() -> None:
     assert base, "the policies must produce entries"
     for order in itertools.permutations(range(5)):
         assert diff(base, build(order)) == "", order
+
+
+def test_a_checked_policy_is_compiled_once_and_used_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The agent checks every policy of an apply before changing anything, then upserts them: the check's
+    compilation is reused, once, and only for the very policy it was made for."""
+
+    def pol(name: str, port: str) -> object:
+        return _parse(
+            {
+                "apiVersion": "cilium.io/v2",
+                "kind": "CiliumNetworkPolicy",
+                "metadata": {"name": name, "namespace": "n1"},
+                "spec": {
+                    "endpointSelector": {"matchLabels": {"app": "a"}},
+                    "ingress": [
+                        {
+                            "fromEndpoints": [{"matchLabels": {"app": "b"}}],
+                            "toPorts": [{"ports": [{"port": port, "protocol": "TCP"}]}],
+                        }
+                    ],
+                },
+            }
+        )
+
+    p80, p81 = pol("p80", "80"), pol("p81", "81")
+    plain, checked = World(PODS), World(PODS)
+    plain.engine.upsert_policy(p80)
+    plain.engine.upsert_policy(p81)
+    eng = checked.engine
+    c80, c81 = eng.check_policy(p80), eng.check_policy(p81)
+    assert eng.mapstate(1) == {}  # checking changes nothing
+    compiles = []
+    real = eng._compile_policy
+    monkeypatch.setattr(eng, "_compile_policy", lambda p: (compiles.append(p), real(p))[1])
+    eng.begin()
+    eng.upsert_policy(p80, c80)
+    eng.upsert_policy(p81, c81)
+    eng.commit()
+    assert compiles == []
+    assert eng.mapstate(1) and diff(plain.engine.mapstate(1), eng.mapstate(1)) == ""
+    eng.upsert_policy(p80, c80)  # used already: compiled again, same result
+    eng.upsert_policy(p81, eng.check_policy(p80))  # made for another policy: ignored
+    assert compiles == [p80, p80, p81]
+    assert diff(plain.engine.mapstate(1), eng.mapstate(1)) == ""
 
 
 def test_engine_requires_nothing_but_data() -> None:

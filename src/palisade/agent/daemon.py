@@ -720,8 +720,11 @@ class Agent:
                 raise AgentError(f"{r.kind} {r.namespace or ''}/{r.name} appears twice in this apply")
             seen.add(key)
         with self.lock:
+            checked = []
             for p in net:
-                self.engine.check_policy(p)  # raises (e.g. NotSupported http rules) before any change
+                checked.append(
+                    self.engine.check_policy(p)
+                )  # raises (e.g. NotSupported http) before any change
                 _check_enforceable(p)
             if tracing and self.sensor is None:
                 raise NotSupported(
@@ -745,8 +748,8 @@ class Agent:
             t0 = time.perf_counter()
             self.engine.begin()
             try:
-                for p in net:
-                    self.engine.upsert_policy(p)
+                for p, c in zip(net, checked, strict=True):
+                    self.engine.upsert_policy(p, c)
             finally:
                 delta = self.engine.commit()
             problems.extend(self.apply_delta(delta))

@@ -207,6 +207,23 @@ class _Rule:
         self.sel_entries: list[_SelEntry] = []  # the selector cache entries of ``peers`` (set on upsert)
 
 
+class CheckedPolicy:
+    """A policy compiled by check_policy, for one upsert_policy of that same policy object."""
+
+    __slots__ = ("_policy", "_specs")
+
+    def __init__(self, policy: NetworkPolicy, specs: list[_Spec]) -> None:
+        self._policy: NetworkPolicy | None = policy
+        self._specs = specs
+
+    def take(self, policy: NetworkPolicy) -> list[_Spec] | None:
+        """The compiled specs, once (they become the engine's own): None for another policy or a second use."""
+        if self._policy is not policy:
+            return None
+        self._policy = None
+        return self._specs
+
+
 class _Spec:
     __slots__ = ("audit", "default_deny", "enabled", "policy_key", "rules", "subject", "wild_rules")
 
@@ -428,13 +445,17 @@ class PolicyEngine:
 
     # --- policies -----------------------------------------------------------------------------------------
 
-    def upsert_policy(self, policy: NetworkPolicy) -> Delta:
-        self._upsert_policy(policy)
+    def upsert_policy(self, policy: NetworkPolicy, checked: CheckedPolicy | None = None) -> Delta:
+        """Add or replace a policy. ``checked``: what check_policy returned for this same policy object (its
+        compilation is used instead of compiling again)."""
+        self._upsert_policy(policy, checked)
         return self._done()
 
-    def _upsert_policy(self, policy: NetworkPolicy) -> None:
+    def _upsert_policy(self, policy: NetworkPolicy, checked: CheckedPolicy | None = None) -> None:
         key = policy.key
-        new_specs = self._compile_policy(policy)  # raises before any change
+        new_specs = checked.take(policy) if checked is not None else None
+        if new_specs is None:
+            new_specs = self._compile_policy(policy)  # raises before any change
         self._remove_policy(key)
         self._policies[key] = policy
         self._policy_specs[key] = new_specs
@@ -449,9 +470,10 @@ class PolicyEngine:
                 self._ep_specs[ep].add(spec)
                 self._spec_changed(ep, spec)
 
-    def check_policy(self, policy: NetworkPolicy) -> None:
-        """Raise what upsert_policy would raise (NotSupported for HTTP rules), changing nothing."""
-        self._compile_policy(policy)
+    def check_policy(self, policy: NetworkPolicy) -> CheckedPolicy:
+        """Raise what upsert_policy would raise (NotSupported for HTTP rules), changing nothing. The result,
+        passed to upsert_policy with the same policy, saves compiling it twice."""
+        return CheckedPolicy(policy, self._compile_policy(policy))
 
     @staticmethod
     def policy_selects(policy: NetworkPolicy, labels: LabelSet) -> bool:
