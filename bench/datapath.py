@@ -11,6 +11,7 @@ interleaved round after round on the same pods and veths:
     b<N>       Palisade attached, the server endpoint's policy N pal_policy entries (10k, 50k)
     b<N>-paused   diagnostic: the same with the agent SIGSTOPped (no ring-buffer reader: the datapath alone)
     b<N>-tcx      diagnostic: the same programs on tcx links instead of the agent's tc (clsact) filters
+    pass       diagnostic (--pass): a do-nothing TC program in the filters' place (the cost of any program there)
     nft<N>     Palisade detached, an iptables-nft linear chain of N rules jumped to from FORWARD for the pods
     legacy<N>  the same with iptables-legacy
     nftct<N>   iptables-nft with conntrack first (ESTABLISHED accepted, new connections walk the N rules)
@@ -192,6 +193,8 @@ def run_pods(args: argparse.Namespace) -> dict[str, Any]:
             configs.append((f"b{size_label(max(sizes))}-paused", "b-paused", max(sizes)))
         if args.tcx:
             configs.append((f"b{size_label(max(sizes))}-tcx", "b-tcx", max(sizes)))
+        if args.pass_prog:
+            configs.append(("pass", "pass", 0))
         configs += [(f"{b.replace('-', '')}{size_label(n)}", b, n) for b in backends for n in sizes]
         out["configs"] = [c[0] for c in configs]
         # every configuration is what it claims: the probe port is open without policy only, the workload
@@ -203,11 +206,12 @@ def run_pods(args: argparse.Namespace) -> dict[str, Any]:
             checks[name] = {"probe_port_open": probe_open, "workload_port_open": rr_open}
             if kind == "b-paused":
                 env.pause_agent(False)  # next set_config would resume it anyway; the checks ran while paused
-            if probe_open != (kind == "a") or not rr_open:
+            if probe_open != (kind in ("a", "pass")) or not rr_open:
                 raise RuntimeError(f"configuration {name} does not enforce what it should: {checks[name]}")
         out["checks"] = checks
         log(
-            f"  checked: port {dm.PROBE_PORT} open only in a, workload ports open in all {len(configs)} configurations"
+            f"  checked: port {dm.PROBE_PORT} open only without policy (a, pass), workload ports open in all "
+            f"{len(configs)} configurations"
         )
         env.set_config("a", "a", 0)
         for wl in WORKLOADS:  # warm up (iperf3 server, caches, ARP-free paths)
@@ -412,6 +416,12 @@ def main(argv: list[str] | None = None) -> int:
         dest="tcx",
         action="store_false",
         help="skip the diagnostic configuration b<largest>-tcx (the same programs on tcx links, not tc filters)",
+    )
+    ap.add_argument(
+        "--pass",
+        dest="pass_prog",
+        action="store_true",
+        help="add the diagnostic configuration pass (a do-nothing TC program where Palisade's filters sit)",
     )
     ap.add_argument(
         "--no-paused-agent",

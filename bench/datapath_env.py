@@ -28,11 +28,13 @@ from helpers.agent import PY, TestAgent  # noqa: E402
 from palisade.bpf import _libbpf, tc_attach, tc_detach, tc_query, tcx_attach  # noqa: E402
 from palisade.bpf.link import Link  # noqa: E402
 from palisade.bpf.maps import Map  # noqa: E402
-from palisade.bpf.object import Program  # noqa: E402
+from palisade.bpf.object import BpfObject, Program  # noqa: E402
 from palisade.datapath.loader import TC_HANDLE, TC_PRIORITY  # noqa: E402
 
 TOOL_SRC = REPO / "bench" / "tools" / "palrr.c"
 TOOL = REPO / "build" / "bench" / "palrr"
+PASS_SRC = REPO / "bench" / "tools" / "tc_pass.bpf.c"
+PASS_OBJ = REPO / "build" / "bench" / "tc_pass.bpf.o"
 DIRECTIONS = ("ingress", "egress")
 CRR_TUPLES = (dm.CRR_PORTS[1] - dm.CRR_PORTS[0] + 1) * 55536  # palrr: dports x source ports 10000-65535
 PIN_CPU = 0  # rr-1cpu: client and server on this CPU (the softirq work follows the sender)
@@ -55,6 +57,18 @@ def build_tool() -> Path:
             text=True,
         )
     return TOOL
+
+
+def build_pass_prog() -> Path:
+    """clang-19 bench/tools/tc_pass.bpf.c -> build/bench/tc_pass.bpf.o (against make bpf's vmlinux.h)."""
+    if not PASS_OBJ.exists() or PASS_OBJ.stat().st_mtime < PASS_SRC.stat().st_mtime:
+        PASS_OBJ.parent.mkdir(parents=True, exist_ok=True)
+        subprocess.run(
+            ["clang-19", "-O2", "-g", "-Wall", "-Werror", "-target", "bpf", "-D__TARGET_ARCH_x86",
+             f"-I{REPO / 'build'}", "-c", str(PASS_SRC), "-o", str(PASS_OBJ)],
+            check=True, capture_output=True, text=True,
+        )  # fmt: skip
+    return PASS_OBJ
 
 
 def loadavg() -> str:
@@ -80,6 +94,7 @@ class TcToggle:
                     raise RuntimeError(f"no Palisade filter on ifindex {ifx} {d}")
                 self.progs[(ifx, d)] = Program.from_id(pid)
         self.links: list[Link] = []
+        self.pass_obj: BpfObject | None = None
 
     def attached(self) -> dict[tuple[int, str], bool]:
         with _libbpf.capture():  # "cannot find filter" is the answer we expect when detached
@@ -109,11 +124,27 @@ class TcToggle:
             while self.links:
                 self.links.pop().detach()
 
+    def set_pass(self) -> None:
+        """Diagnostic: a do-nothing program (bench/tools/tc_pass.bpf.c) in place of Palisade's, at the same
+        hooks, handle and priority; ``set(True)`` or ``set(False)`` replaces or removes it."""
+        if self.pass_obj is None:
+            self.pass_obj = BpfObject.open(str(build_pass_prog()))
+            self.pass_obj.load()
+        prog = self.pass_obj.program("pal_bench_pass")
+        for ifx, d in self.progs:
+            tc_attach(prog, ifx, d, handle=TC_HANDLE, priority=TC_PRIORITY, replace=True)  # type: ignore[arg-type]
+        for ifx, d in self.progs:
+            if tc_query(ifx, d, handle=TC_HANDLE, priority=TC_PRIORITY) != prog.id:  # type: ignore[arg-type]
+                raise RuntimeError(f"pass program not attached on ifindex {ifx} {d}")
+
     def close(self) -> None:
         self.set_tcx(False)
         for p in self.progs.values():
             p.close()
         self.progs = {}
+        if self.pass_obj is not None:
+            self.pass_obj.close()
+            self.pass_obj = None
 
 
 def _nft_filter_table_exists() -> bool:
@@ -414,7 +445,8 @@ class PodBench:
 
     def set_config(self, name: str, kind: str, size: int) -> None:
         """kind: a (no filters) | b (Palisade, size entries) | b-paused (the same, agent stopped) | b-tcx (the
-        same programs on tcx links instead of tc filters) | nft | legacy | nft-ct | legacy-ct."""
+        same programs on tcx links instead of tc filters) | pass (a do-nothing program in the filters' place) |
+        nft | legacy | nft-ct | legacy-ct."""
         assert self.tc is not None
         if self.paused:
             self.pause_agent(False)
@@ -428,6 +460,9 @@ class PodBench:
             self.tc.set(True)
             if kind == "b-paused":
                 self.pause_agent(True)
+            return
+        if kind == "pass":
+            self.tc.set_pass()
             return
         self.tc.set(False)
         if kind == "b-tcx":
