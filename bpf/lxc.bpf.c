@@ -2,8 +2,9 @@
 /* TC programs on the host side of every pod's veth (Cilium's bpf_lxc):
  *   pal_from_container: tc ingress of the host veth = traffic leaving the pod = the pod's EGRESS policy;
  *   pal_to_container:   tc egress of the host veth  = traffic entering the pod = the pod's INGRESS policy.
- * Per packet: endpoint by ifindex, parse, peer identity from the ipcache (or, for packets a hostNetwork pod's
- * socket sent, from its cgroup), conntrack; new flows are decided by policy once per policy revision. */
+ * Per packet: endpoint by ifindex, parse, conntrack; new flows are decided by policy once per policy revision,
+ * with the peer identity from the ipcache (or, for packets a hostNetwork pod's socket sent, from its cgroup),
+ * looked up only for decisions and events. */
 #include "lib/common.h"
 #include "lib/maps.h"
 #include "lib/parse.h"
@@ -22,7 +23,7 @@ static __always_inline int pal_handle(struct __sk_buff *skb, __u8 egress)
 	struct pal_pkt p;
 	struct pal_ev_ctx c = {};
 	struct pal_ep_ref ref;
-	__u32 peer_id;
+	struct pal_peer peer;
 	int rc;
 
 	if (!ep)
@@ -44,22 +45,26 @@ static __always_inline int pal_handle(struct __sk_buff *skb, __u8 egress)
 		return TC_ACT_SHOT;
 	}
 
-	peer_id = ipcache_identity(egress ? p.daddr_be : p.saddr_be);
+	/* The peer's identity comes from the ipcache, looked up only when a decision or an event needs it. */
+	peer.addr_be = egress ? p.daddr_be : p.saddr_be;
+	peer.identity = 0;
+	peer.resolved = 0;
 	if (!egress) {
 		/* Sent by a local socket (a hostNetwork pod)? Then its identity is its pod's, not the host's. */
 		__u64 cg = bpf_skb_cgroup_id(skb);
 		if (cg) {
 			struct pal_endpoint *src = bpf_map_lookup_elem(&pal_cgroup_eps, &cg);
 			if (src) {
-				peer_id = src->identity;
+				peer.identity = src->identity;
+				peer.resolved = 1;
 				c.cgroup_id = cg;
 			}
 		}
 	}
-	pal_ev_identities(&c, ref.identity, peer_id, egress);
+	pal_ev_identities(&c, ref.identity, peer.identity, egress);
 
 	/* conntrack, policy, audit, L7 hand-off, events: shared with the hostNetwork hooks (lib/enforce.h) */
-	return pal_enforce(&c, &p, &ref, peer_id, egress, 1) ? TC_ACT_OK : TC_ACT_SHOT;
+	return pal_enforce(&c, &p, &ref, &peer, egress, 1) ? TC_ACT_OK : TC_ACT_SHOT;
 }
 
 SEC("tc")

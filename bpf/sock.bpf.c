@@ -154,7 +154,8 @@ static __always_inline int hn_skb(struct __sk_buff *skb, __u8 egress)
 	else
 		peer = hn_peer_identity(p.saddr_be);
 	pal_ev_identities(&c, ep.identity, peer, egress);
-	return pal_enforce(&c, &p, &ep, peer, egress, 0) ? CGROUP_SKB_PASS : CGROUP_SKB_DROP;
+	struct pal_peer pp = {.identity = peer, .resolved = 1};
+	return pal_enforce(&c, &p, &ep, &pp, egress, 0) ? CGROUP_SKB_PASS : CGROUP_SKB_DROP;
 }
 
 SEC("cgroup_skb/egress")

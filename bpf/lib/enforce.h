@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
-/* Per-packet enforcement once a packet is parsed and both identities are known: conntrack, a policy decision
- * for new flows (and again for established ones after the endpoint's policy revision changed), audit, the
- * L7 hand-off, events and metrics. It is step for step what lxc.bpf.c's pal_handle does after its peer lookup,
+/* Per-packet enforcement once a packet is parsed and its endpoint known: conntrack, a policy decision for new
+ * flows (and again for established ones after the endpoint's policy revision changed), audit, the L7
+ * hand-off, events and metrics. The peer's identity is resolved only where it is used (a decision, an event):
+ * an established packet with nothing to report makes no ipcache (LPM) lookup. It is step for step what lxc.bpf.c's pal_handle does after its peer lookup,
  * so a hostNetwork pod (cgroup_skb hooks, sock.bpf.c) gets exactly a veth pod's semantics; the TC program can
  * call it as it is.
  *
@@ -14,6 +15,7 @@
 
 #include "lib/maps.h"
 #include "lib/parse.h"
+#include "lib/ipcache.h"
 #include "lib/policy.h"
 #include "lib/conntrack.h"
 #include "lib/events.h"
@@ -57,6 +59,26 @@ static __always_inline void pal_ev_identities(struct pal_ev_ctx *c, __u32 ep_ide
 	c->dst_identity = egress ? peer_id : ep_identity;
 }
 
+/* The other end of a packet: its identity is either known up front (resolved) or the ipcache's for addr_be,
+ * looked up on first use. */
+struct pal_peer {
+	__u32 addr_be;
+	__u32 identity;
+	__u8 resolved;
+};
+
+/* The peer's identity, resolved now if needed, and written into the event context. */
+static __always_inline __u32 pal_peer_id(struct pal_ev_ctx *c, const struct pal_ep_ref *ep, struct pal_peer *peer,
+					 __u8 egress)
+{
+	if (!peer->resolved) {
+		peer->identity = ipcache_identity(peer->addr_be);
+		peer->resolved = 1;
+		pal_ev_identities(c, ep->identity, peer->identity, egress);
+	}
+	return peer->identity;
+}
+
 /* A packet the parser rejected (rc of pal_parse / pal_parse_ip) is dropped: IPv6 and other L3 protocols are
  * not policed yet (fail closed, counted), malformed IPv4 is an INVALID drop. Returns 0 (drop). */
 static __always_inline int pal_enforce_unparsed(struct pal_ev_ctx *c, const struct pal_pkt *p, int rc,
@@ -73,8 +95,8 @@ static __always_inline int pal_enforce_unparsed(struct pal_ev_ctx *c, const stru
 	return pal_enforce_drop(c, p, direction, PAL_DROP_INVALID, PAL_MATCH_NONE, 0);
 }
 
-static __always_inline int pal_enforce(const struct pal_ev_ctx *c, const struct pal_pkt *p,
-				       const struct pal_ep_ref *ep, __u32 peer_id, __u8 egress, __u8 l7_capable)
+static __always_inline int pal_enforce(struct pal_ev_ctx *c, const struct pal_pkt *p, const struct pal_ep_ref *ep,
+				       struct pal_peer *peer, __u8 egress, __u8 l7_capable)
 {
 	struct pal_cfg *cfg = pal_config();
 	__u32 now = pal_now_s();
@@ -84,12 +106,14 @@ static __always_inline int pal_enforce(const struct pal_ev_ctx *c, const struct 
 	__u8 direction = egress ? PAL_DIR_EGRESS : PAL_DIR_INGRESS;
 	__u8 ctdir = egress ? PAL_CT_EGRESS : PAL_CT_INGRESS;
 	int status = ct_lookup(p, ctdir, now, &key, &ct);
+	__u32 peer_id;
 
 	if (status == PAL_CT_REPLY && ct) {
-		if (ct_account(ct, p, 1, cfg, now))
+		if (ct_account(ct, p, 1, cfg, now)) {
+			pal_peer_id(c, ep, peer, egress);
 			pal_emit(c, p, PAL_EV_TRACE, PAL_VERDICT_FORWARDED, direction, PAL_EVF_REPLY, 0, ct->match_type,
 				 ct->cookie);
-		else
+		} else
 			pal_count(PAL_CNT_TRACE_AGGREGATED);
 		pal_metric(0, direction, p->len);
 		return 1;
@@ -98,6 +122,7 @@ static __always_inline int pal_enforce(const struct pal_ev_ctx *c, const struct 
 	if (status == PAL_CT_ESTABLISHED && ct) {
 		if (ct->policy_rev != ep->rev) {
 			/* Policy changed since this flow was decided: decide again (a revoked flow is cut). */
+			peer_id = pal_peer_id(c, ep, peer, egress);
 			policy_decide(&v, ep->ep_id, ep->flags, peer_id, egress, p->proto, p->policy_port);
 			if (!egress && peer_id == PAL_ID_HOST && cfg && (cfg->flags & PAL_CFG_ALLOW_LOCALHOST)) {
 				__builtin_memset(&v, 0, sizeof(v));
@@ -124,18 +149,22 @@ static __always_inline int pal_enforce(const struct pal_ev_ctx *c, const struct 
 			if (!v.l7)
 				ct->flags &= ~PAL_CT_F_L7;
 		}
-		if (ct->flags & PAL_CT_F_L7_FAILED)
+		if (ct->flags & PAL_CT_F_L7_FAILED) {
+			pal_peer_id(c, ep, peer, egress);
 			return pal_enforce_drop(c, p, direction, PAL_DROP_L7_NOT_ARMED, PAL_MATCH_L7, ct->cookie);
-		if (ct_account(ct, p, 0, cfg, now))
+		}
+		if (ct_account(ct, p, 0, cfg, now)) {
+			pal_peer_id(c, ep, peer, egress);
 			pal_emit(c, p, PAL_EV_TRACE, (ct->flags & PAL_CT_F_AUDIT) ? PAL_VERDICT_AUDIT : PAL_VERDICT_FORWARDED,
 				 direction, (ct->flags & PAL_CT_F_AUDIT) ? PAL_EVF_AUDIT : 0, 0, ct->match_type, ct->cookie);
-		else
+		} else
 			pal_count(PAL_CNT_TRACE_AGGREGATED);
 		pal_metric(0, direction, p->len);
 		return 1;
 	}
 
 	/* A new flow: decide by policy. */
+	peer_id = pal_peer_id(c, ep, peer, egress);
 	policy_decide(&v, ep->ep_id, ep->flags, peer_id, egress, p->proto, p->policy_port);
 	if (!egress && peer_id == PAL_ID_HOST && cfg && (cfg->flags & PAL_CFG_ALLOW_LOCALHOST) && !v.allowed) {
 		__builtin_memset(&v, 0, sizeof(v));
