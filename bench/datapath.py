@@ -263,6 +263,14 @@ def run_pods(args: argparse.Namespace) -> dict[str, Any]:
             log(
                 f"  iptables-{base}: one rule inserted/deleted in the {big}-rule chain: median {statistics.median(secs) * 1000:.0f} ms"
             )
+        # what the programs cost on the real packets of each workload (bpf_stats on only here: it adds two
+        # clock reads per program run, which the ratios above must not pay)
+        env.set_config(f"b{size_label(big)}", "b", big)
+        out["in_situ"] = in_situ(env, args.seconds)
+        for wl, per in out["in_situ"].items():
+            log(
+                f"  in situ, {wl}: " + ", ".join(f"{prog} {ns:.0f} ns x {n}" for prog, (ns, n) in per.items())
+            )
         # the agent's own CPU with the largest policy and no traffic
         cpu0, t0 = proc_cpu_s(env.pid), time.perf_counter()
         time.sleep(args.idle_seconds)
@@ -274,6 +282,33 @@ def run_pods(args: argparse.Namespace) -> dict[str, Any]:
         for p in problems:
             log(f"  cleanup problem: {p}")
         out["cleanup_problems"] = problems
+    return out
+
+
+def in_situ(env: Any, secs: int) -> dict[str, dict[str, tuple[float, int]]]:
+    """Per workload: each Palisade TC program's average run time (ns) and runs, from bpf_stats while the
+    workload runs (the same program serves every veth of its hook)."""
+    from palisade.bpf.stats import enable_stats
+
+    progs = {p.name: p for p in env.tc.progs.values()}
+
+    def snap() -> dict[str, tuple[int, int]]:
+        infos = {name: p.info() for name, p in progs.items()}
+        return {name: (i.run_time_ns, i.run_cnt) for name, i in infos.items()}
+
+    out: dict[str, dict[str, tuple[float, int]]] = {}
+    with enable_stats():
+        for wl in WORKLOADS:
+            s0 = snap()
+            getattr(env, wl.replace("-", "_"))(secs)
+            s1 = snap()
+            out[wl] = {
+                name: (
+                    (s1[name][0] - s0[name][0]) / max(1, s1[name][1] - s0[name][1]),
+                    s1[name][1] - s0[name][1],
+                )
+                for name in progs
+            }
     return out
 
 
@@ -375,6 +410,11 @@ def report(res: dict[str, Any]) -> str:
             lines.append(
                 "agent idle CPU at the start of each round (% of a core): "
                 + ", ".join(f"{x * 100:.0f}" for x in pods["agent_idle_per_round"])
+            )
+        for wl, per in pods.get("in_situ", {}).items():
+            lines.append(
+                f"in situ ({wl}, bpf_stats): "
+                + ", ".join(f"{prog} {ns:.0f} ns per run ({n:,} runs)" for prog, (ns, n) in per.items())
             )
         if "agent_idle_cpu" in pods:
             lines.append(
