@@ -2,9 +2,9 @@
 /* Per-packet enforcement once a packet is parsed and its endpoint known: conntrack, a policy decision for new
  * flows (and again for established ones after the endpoint's policy revision changed), audit, the L7
  * hand-off, events and metrics. The peer's identity is resolved only where it is used (a decision, an event):
- * an established packet with nothing to report makes no ipcache (LPM) lookup. It is step for step what lxc.bpf.c's pal_handle does after its peer lookup,
- * so a hostNetwork pod (cgroup_skb hooks, sock.bpf.c) gets exactly a veth pod's semantics; the TC program can
- * call it as it is.
+ * an established packet with nothing to report makes no ipcache (LPM) lookup. The TC programs (lxc.bpf.c)
+ * and a hostNetwork pod's cgroup_skb hooks (sock.bpf.c, whose peer identity is known up front) share it, so
+ * a hostNetwork pod gets exactly a veth pod's semantics.
  *
  * Returns 1 to pass the packet, 0 to drop it (the caller maps this to its hook's return codes). l7_capable: 0
  * where no L7 program can take over the connection (hostNetwork sockets are not enrolled in the Kafka
