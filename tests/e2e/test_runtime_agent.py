@@ -83,9 +83,15 @@ def test_article_policy_reports_curl_from_a_shell_in_the_pod(
         assert k["args"][0]["string_arg"] == "/usr/bin/curl"
         assert k["process"]["binary"].endswith("/bash"), "the caller of execve is the shell"
         assert k["process"]["pod"]["namespace"] == NS
-        # the exec of curl itself, and its exit, carry the pod
-        execs = [e["process_exec"]["process"] for e in evs if "process_exec" in e]
-        assert any(p["binary"] == "/usr/bin/curl" and p["pod"]["name"] == "ingestion-service" for p in execs)
+
+        # the exec of curl itself carries the pod (process events are batched, not woken up for like policy
+        # events: it may arrive after the kprobe event)
+        def curl_exec(e: dict) -> bool:
+            p = e.get("process_exec", {}).get("process", {})
+            return p.get("binary") == "/usr/bin/curl" and p.get("pod", {}).get("name") == "ingestion-service"
+
+        evs = stream.wait(curl_exec, timeout=5)
+        assert any(curl_exec(e) for e in evs), [e for e in evs if "process_exec" in e]
         # the same from processing-service, or curl run directly, is not reported
         agent.exec(NS, "processing-service", "bash", "-c", "/usr/bin/curl -s -m 1 file:///etc/hostname")
         agent.exec(NS, "ingestion-service", "/usr/bin/curl", "-s", "-m", "1", "file:///etc/hostname")
