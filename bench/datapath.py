@@ -229,7 +229,10 @@ def run_pods(args: argparse.Namespace) -> dict[str, Any]:
                 f"-- round {r + 1}/{args.rounds} (load {out['load'][-1]}; agent idle "
                 f"{out['agent_idle_per_round'][-1] * 100:.0f} % of a core)"
             )
-            for name, kind, n in configs:
+            # the order rotates from round to round, so no configuration always runs first (right after the
+            # idle pause) or last: a drift within a round then spreads over every configuration
+            shift = r % len(configs)
+            for name, kind, n in configs[shift:] + configs[:shift]:
                 env.set_config(name, kind, n)
                 line = []
                 for wl in WORKLOADS:

@@ -127,9 +127,11 @@ struct pal_ct_key {
 #define PAL_CT_F_L7_FAILED (1u << 2) /* set by sockops when the socket could not join the sockmap */
 #define PAL_CT_F_CLOSING (1u << 3)
 
+/* No per-packet counters here (like nf_conntrack's default, accounting off): a counter every packet of a flow
+ * increments is a cache line both CPUs of a connection write, and the node's totals are in pal_metrics. An
+ * established packet writes its entry only when something changes (new TCP flags, the expiry second, a trace
+ * report). */
 struct pal_ct_val {
-	__u64 packets[2]; /* [0] forward, [1] reply */
-	__u64 bytes[2];
 	__u32 created_s; /* seconds of the monotonic clock */
 	__u32 expires_s;
 	__u32 last_report_s[2];
@@ -137,7 +139,7 @@ struct pal_ct_val {
 	__u32 cookie;
 	__u32 l7_ruleset;
 	__u32 peer_identity;
-	__u8 seen_flags[2]; /* TCP flags seen per direction */
+	__u8 seen_flags[2]; /* TCP flags seen per direction ([1] != 0: the peer answered) */
 	__u8 flags;
 	__u8 match_type;
 };
@@ -181,12 +183,13 @@ struct pal_cfg {
 #define PAL_CNT_NOT_IPV4 7
 #define PAL_CNT_MAX 16
 
-/* ---- forwarded / dropped packet metrics (Cilium's metrics map) ---- */
-struct pal_metrics_key {
-	__u16 reason; /* 0 = forwarded, else drop reason */
-	__u8 dir;     /* PAL_DIR_* */
-	__u8 pad;
-};
+/* ---- forwarded / dropped packet metrics (Cilium's metrics map) ----
+ * A per-CPU array (no hashing on the packet path) indexed by PAL_METRICS_IDX(reason, dir): reason 0 =
+ * forwarded, else the drop reason (all below 256); dir PAL_DIR_*. */
+#define PAL_METRICS_REASONS 256
+#define PAL_METRICS_DIRS 4
+#define PAL_METRICS_MAX (PAL_METRICS_REASONS * PAL_METRICS_DIRS)
+#define PAL_METRICS_IDX(reason, dir) ((__u32)(reason) * PAL_METRICS_DIRS + ((dir) & (PAL_METRICS_DIRS - 1)))
 
 struct pal_metrics_val {
 	__u64 packets;

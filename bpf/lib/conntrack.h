@@ -90,13 +90,14 @@ static __always_inline __u32 ct_lifetime(const struct pal_cfg *cfg, const struct
 		return cfg ? cfg->ct_close_lifetime_s : 10;
 	if ((v->seen_flags[0] & TCP_FIN) && (v->seen_flags[1] & TCP_FIN))
 		return cfg ? cfg->ct_close_lifetime_s : 10;
-	if (v->packets[1] == 0)
+	if (v->seen_flags[1] == 0) /* no answer yet */
 		return cfg ? cfg->ct_syn_lifetime_s : 60;
 	return cfg ? cfg->ct_tcp_lifetime_s : 21600;
 }
 
 /* Accounts a packet of a tracked flow; returns 1 when a trace event is due (new SYN/FIN/RST in this
- * direction, or the aggregation interval passed), like Cilium's monitor aggregation. */
+ * direction, or the aggregation interval passed), like Cilium's monitor aggregation. Writes the entry only
+ * when a field changes, so the packets of an established flow share its cache line read-only. */
 static __always_inline int ct_account(struct pal_ct_val *v, const struct pal_pkt *p, int reply,
 				      const struct pal_cfg *cfg, __u32 now)
 {
@@ -105,8 +106,6 @@ static __always_inline int ct_account(struct pal_ct_val *v, const struct pal_pkt
 	__u8 seen = v->seen_flags[idx];
 	int report = 0;
 
-	__sync_fetch_and_add(&v->packets[idx], 1);
-	__sync_fetch_and_add(&v->bytes[idx], p->len);
 	if ((interesting & ~seen) != 0) {
 		v->seen_flags[idx] = seen | p->tcp_flags;
 		report = 1;
@@ -118,7 +117,7 @@ static __always_inline int ct_account(struct pal_ct_val *v, const struct pal_pkt
 		report = 1;
 	if (now - v->last_report_s[idx] >= interval)
 		report = 1;
-	if (report)
+	if (report && v->last_report_s[idx] != now)
 		v->last_report_s[idx] = now;
 	__u32 exp = now + ct_lifetime(cfg, v, p->proto);
 	if (exp != v->expires_s)

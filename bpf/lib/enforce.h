@@ -25,6 +25,9 @@ struct pal_ep_ref {
 	__u32 identity;
 	__u32 flags;
 	__u32 rev;
+	/* the hook this packet is at (set by pal_enforce; with them the cold paths fit a BPF call's 5 arguments) */
+	__u8 egress;
+	__u8 l7_capable;
 };
 
 static __always_inline int pal_enforce_drop(const struct pal_ev_ctx *c, const struct pal_pkt *p, __u8 direction,
@@ -95,76 +98,64 @@ static __always_inline int pal_enforce_unparsed(struct pal_ev_ctx *c, const stru
 	return pal_enforce_drop(c, p, direction, PAL_DROP_INVALID, PAL_MATCH_NONE, 0);
 }
 
-static __always_inline int pal_enforce(struct pal_ev_ctx *c, const struct pal_pkt *p, const struct pal_ep_ref *ep,
-				       struct pal_peer *peer, __u8 egress, __u8 l7_capable)
+/* The cold paths below are BPF-to-BPF calls (static __noinline), not inlined into every hook: a packet of an
+ * established flow runs only the short hot path of pal_enforce (conntrack lookup, aggregation, metrics), so the
+ * code it touches stays small. */
+
+/* An established flow whose endpoint's policy changed since it was decided: decide again. Returns 1 when the
+ * flow goes on (its entry updated), 0 when the packet is dropped (a revoked flow is cut). */
+static __noinline int pal_enforce_redecide(struct pal_ev_ctx *c, const struct pal_pkt *p, const struct pal_ep_ref *ep,
+					   struct pal_peer *peer, struct pal_ct_val *ct)
+{
+	struct pal_cfg *cfg = pal_config();
+	__u8 egress = ep->egress;
+	__u8 direction = egress ? PAL_DIR_EGRESS : PAL_DIR_INGRESS;
+	struct pal_ct_key key;
+	struct pal_verdict v;
+	__u32 peer_id = pal_peer_id(c, ep, peer, egress);
+
+	ct_fwd_key(&key, p, egress ? PAL_CT_EGRESS : PAL_CT_INGRESS);
+	policy_decide(&v, ep->ep_id, ep->flags, peer_id, egress, p->proto, p->policy_port);
+	if (!egress && peer_id == PAL_ID_HOST && cfg && (cfg->flags & PAL_CFG_ALLOW_LOCALHOST)) {
+		__builtin_memset(&v, 0, sizeof(v));
+		v.allowed = 1;
+	}
+	if (!v.allowed && !v.audit && !(cfg && (cfg->flags & PAL_CFG_AUDIT_MODE))) {
+		ct_map_delete(p->proto, &key);
+		return pal_enforce_deny(c, p, direction, v.drop_reason, v.match_type, v.cookie);
+	}
+	if (v.allowed && v.l7 && (!ep->l7_capable || !(ct->flags & PAL_CT_F_L7))) {
+		/* L7 policy now applies to a connection that is not under L7 control: cut it so the client
+		 * reconnects through the L7 path (or, without one, is refused). */
+		ct_map_delete(p->proto, &key);
+		return pal_enforce_drop(c, p, direction, PAL_DROP_L7_NOT_ARMED, PAL_MATCH_L7, v.cookie);
+	}
+	ct->policy_rev = ep->rev;
+	ct->cookie = v.cookie;
+	ct->match_type = v.match_type;
+	ct->l7_ruleset = v.l7_ruleset;
+	if (!v.allowed)
+		ct->flags |= PAL_CT_F_AUDIT;
+	else
+		ct->flags &= ~PAL_CT_F_AUDIT;
+	if (!v.l7)
+		ct->flags &= ~PAL_CT_F_L7;
+	return 1;
+}
+
+/* A new flow: decided by policy, and tracked when it passes. Returns 1 to pass the packet, 0 to drop it. */
+static __noinline int pal_enforce_new(struct pal_ev_ctx *c, const struct pal_pkt *p, const struct pal_ep_ref *ep,
+				      struct pal_peer *peer)
 {
 	struct pal_cfg *cfg = pal_config();
 	__u32 now = pal_now_s();
-	struct pal_ct_key key;
-	struct pal_ct_val *ct;
-	struct pal_verdict v;
+	__u8 egress = ep->egress;
 	__u8 direction = egress ? PAL_DIR_EGRESS : PAL_DIR_INGRESS;
-	__u8 ctdir = egress ? PAL_CT_EGRESS : PAL_CT_INGRESS;
-	int status = ct_lookup(p, ctdir, now, &key, &ct);
-	__u32 peer_id;
+	struct pal_ct_key key;
+	struct pal_verdict v;
+	__u32 peer_id = pal_peer_id(c, ep, peer, egress);
 
-	if (status == PAL_CT_REPLY && ct) {
-		if (ct_account(ct, p, 1, cfg, now)) {
-			pal_peer_id(c, ep, peer, egress);
-			pal_emit(c, p, PAL_EV_TRACE, PAL_VERDICT_FORWARDED, direction, PAL_EVF_REPLY, 0, ct->match_type,
-				 ct->cookie);
-		} else
-			pal_count(PAL_CNT_TRACE_AGGREGATED);
-		pal_metric(0, direction, p->len);
-		return 1;
-	}
-
-	if (status == PAL_CT_ESTABLISHED && ct) {
-		if (ct->policy_rev != ep->rev) {
-			/* Policy changed since this flow was decided: decide again (a revoked flow is cut). */
-			peer_id = pal_peer_id(c, ep, peer, egress);
-			policy_decide(&v, ep->ep_id, ep->flags, peer_id, egress, p->proto, p->policy_port);
-			if (!egress && peer_id == PAL_ID_HOST && cfg && (cfg->flags & PAL_CFG_ALLOW_LOCALHOST)) {
-				__builtin_memset(&v, 0, sizeof(v));
-				v.allowed = 1;
-			}
-			if (!v.allowed && !v.audit && !(cfg && (cfg->flags & PAL_CFG_AUDIT_MODE))) {
-				ct_map_delete(p->proto, &key);
-				return pal_enforce_deny(c, p, direction, v.drop_reason, v.match_type, v.cookie);
-			}
-			if (v.allowed && v.l7 && (!l7_capable || !(ct->flags & PAL_CT_F_L7))) {
-				/* L7 policy now applies to a connection that is not under L7 control: cut it so the
-				 * client reconnects through the L7 path (or, without one, is refused). */
-				ct_map_delete(p->proto, &key);
-				return pal_enforce_drop(c, p, direction, PAL_DROP_L7_NOT_ARMED, PAL_MATCH_L7, v.cookie);
-			}
-			ct->policy_rev = ep->rev;
-			ct->cookie = v.cookie;
-			ct->match_type = v.match_type;
-			ct->l7_ruleset = v.l7_ruleset;
-			if (!v.allowed)
-				ct->flags |= PAL_CT_F_AUDIT;
-			else
-				ct->flags &= ~PAL_CT_F_AUDIT;
-			if (!v.l7)
-				ct->flags &= ~PAL_CT_F_L7;
-		}
-		if (ct->flags & PAL_CT_F_L7_FAILED) {
-			pal_peer_id(c, ep, peer, egress);
-			return pal_enforce_drop(c, p, direction, PAL_DROP_L7_NOT_ARMED, PAL_MATCH_L7, ct->cookie);
-		}
-		if (ct_account(ct, p, 0, cfg, now)) {
-			pal_peer_id(c, ep, peer, egress);
-			pal_emit(c, p, PAL_EV_TRACE, (ct->flags & PAL_CT_F_AUDIT) ? PAL_VERDICT_AUDIT : PAL_VERDICT_FORWARDED,
-				 direction, (ct->flags & PAL_CT_F_AUDIT) ? PAL_EVF_AUDIT : 0, 0, ct->match_type, ct->cookie);
-		} else
-			pal_count(PAL_CNT_TRACE_AGGREGATED);
-		pal_metric(0, direction, p->len);
-		return 1;
-	}
-
-	/* A new flow: decide by policy. */
-	peer_id = pal_peer_id(c, ep, peer, egress);
+	ct_fwd_key(&key, p, egress ? PAL_CT_EGRESS : PAL_CT_INGRESS);
 	policy_decide(&v, ep->ep_id, ep->flags, peer_id, egress, p->proto, p->policy_port);
 	if (!egress && peer_id == PAL_ID_HOST && cfg && (cfg->flags & PAL_CFG_ALLOW_LOCALHOST) && !v.allowed) {
 		__builtin_memset(&v, 0, sizeof(v));
@@ -180,7 +171,7 @@ static __always_inline int pal_enforce(struct pal_ev_ctx *c, const struct pal_pk
 		} else {
 			return pal_enforce_deny(c, p, direction, v.drop_reason, v.match_type, v.cookie);
 		}
-	} else if (v.l7 && !l7_capable) {
+	} else if (v.l7 && !ep->l7_capable) {
 		return pal_enforce_deny(c, p, direction, PAL_DROP_L7_NOT_ARMED, PAL_MATCH_L7, v.cookie);
 	}
 
@@ -193,8 +184,6 @@ static __always_inline int pal_enforce(struct pal_ev_ctx *c, const struct pal_pk
 	nv.peer_identity = peer_id;
 	nv.match_type = v.l7 ? PAL_MATCH_L7 : v.match_type;
 	nv.flags = (audit ? PAL_CT_F_AUDIT : 0) | (v.l7 ? PAL_CT_F_L7 : 0);
-	nv.packets[0] = 1;
-	nv.bytes[0] = p->len;
 	nv.seen_flags[0] = p->tcp_flags;
 	nv.expires_s = now + ct_lifetime(cfg, &nv, p->proto);
 	if (ct_map_update(p->proto, &key, &nv) != 0) {
@@ -210,6 +199,50 @@ static __always_inline int pal_enforce(struct pal_ev_ctx *c, const struct pal_pk
 	}
 	pal_emit(c, p, PAL_EV_TRACE, audit ? PAL_VERDICT_AUDIT : PAL_VERDICT_FORWARDED, direction,
 		 audit ? PAL_EVF_AUDIT : 0, audit ? v.drop_reason : 0, nv.match_type, v.cookie);
+	pal_metric(0, direction, p->len);
+	return 1;
+}
+
+/* Returns 1 to pass the packet, 0 to drop it. */
+static __always_inline int pal_enforce(struct pal_ev_ctx *c, const struct pal_pkt *p, struct pal_ep_ref *ep,
+				       struct pal_peer *peer, __u8 egress, __u8 l7_capable)
+{
+	struct pal_cfg *cfg = pal_config();
+	__u32 now = pal_now_s();
+	struct pal_ct_key key;
+	struct pal_ct_val *ct;
+	__u8 direction = egress ? PAL_DIR_EGRESS : PAL_DIR_INGRESS;
+	int status = ct_lookup(p, egress ? PAL_CT_EGRESS : PAL_CT_INGRESS, now, &key, &ct);
+
+	ep->egress = egress;
+	ep->l7_capable = l7_capable;
+	if (status == PAL_CT_NEW || !ct)
+		return pal_enforce_new(c, p, ep, peer);
+
+	if (status == PAL_CT_REPLY) {
+		if (ct_account(ct, p, 1, cfg, now)) {
+			pal_peer_id(c, ep, peer, egress);
+			pal_emit(c, p, PAL_EV_TRACE, PAL_VERDICT_FORWARDED, direction, PAL_EVF_REPLY, 0, ct->match_type,
+				 ct->cookie);
+		} else
+			pal_count(PAL_CNT_TRACE_AGGREGATED);
+		pal_metric(0, direction, p->len);
+		return 1;
+	}
+
+	/* PAL_CT_ESTABLISHED */
+	if (ct->policy_rev != ep->rev && !pal_enforce_redecide(c, p, ep, peer, ct))
+		return 0;
+	if (ct->flags & PAL_CT_F_L7_FAILED) {
+		pal_peer_id(c, ep, peer, egress);
+		return pal_enforce_drop(c, p, direction, PAL_DROP_L7_NOT_ARMED, PAL_MATCH_L7, ct->cookie);
+	}
+	if (ct_account(ct, p, 0, cfg, now)) {
+		pal_peer_id(c, ep, peer, egress);
+		pal_emit(c, p, PAL_EV_TRACE, (ct->flags & PAL_CT_F_AUDIT) ? PAL_VERDICT_AUDIT : PAL_VERDICT_FORWARDED,
+			 direction, (ct->flags & PAL_CT_F_AUDIT) ? PAL_EVF_AUDIT : 0, 0, ct->match_type, ct->cookie);
+	} else
+		pal_count(PAL_CNT_TRACE_AGGREGATED);
 	pal_metric(0, direction, p->len);
 	return 1;
 }

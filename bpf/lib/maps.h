@@ -90,10 +90,10 @@ struct {
 } pal_counters SEC(".maps");
 
 struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
-	__type(key, struct pal_metrics_key);
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__type(key, __u32); /* PAL_METRICS_IDX(reason, dir) */
 	__type(value, struct pal_metrics_val);
-	__uint(max_entries, 1024);
+	__uint(max_entries, PAL_METRICS_MAX);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } pal_metrics SEC(".maps");
 
@@ -118,15 +118,12 @@ static __always_inline struct pal_cfg *pal_config(void)
 
 static __always_inline void pal_metric(__u16 reason, __u8 dir, __u32 bytes)
 {
-	struct pal_metrics_key k = {.reason = reason, .dir = dir};
-	struct pal_metrics_val *v = bpf_map_lookup_elem(&pal_metrics, &k);
+	__u32 idx = PAL_METRICS_IDX(reason < PAL_METRICS_REASONS ? reason : PAL_METRICS_REASONS - 1, dir);
+	struct pal_metrics_val *v = bpf_map_lookup_elem(&pal_metrics, &idx);
 	if (v) {
 		v->packets += 1;
 		v->bytes += bytes;
-		return;
 	}
-	struct pal_metrics_val init = {.packets = 1, .bytes = bytes};
-	bpf_map_update_elem(&pal_metrics, &k, &init, BPF_NOEXIST);
 }
 
 #endif

@@ -65,7 +65,9 @@ def test_dynamic_sizing_scales_with_memory_within_ciliums_limits() -> None:
     mid = cfg.effective_ct_sizes(total_memory=24 << 30)
     big = cfg.effective_ct_sizes(total_memory=256 << 30)
     assert small[0] < mid[0] < big[0] and small[1] < mid[1] < big[1]
-    assert mid[0] == 2 * mid[1]  # TCP keeps twice the entries of other protocols, as in Cilium's defaults
+    assert (
+        abs(mid[0] - 2 * mid[1]) <= 1
+    )  # TCP keeps twice the entries of other protocols (Cilium), rounded down
     huge = cfg.effective_ct_sizes(total_memory=1 << 45)
     assert huge[0] == LIMIT_TABLE_MAX
     explicit = AgentConfig(bpf_ct_global_tcp_max=1234).effective_ct_sizes(total_memory=24 << 30)

@@ -71,5 +71,16 @@ spec:
         assert pol is not None and 0 < pol < 0.01, pressure
         ct = pressure.get('palisade_bpf_map_pressure{map_name="pal_ct_tcp"}')
         assert ct is not None and ct > 0, pressure
+        # the datapath's own per-packet counters (Cilium's cilium_drop_count_total ...): every denied SYN the
+        # server's veth dropped, at least as many as Drop events reached the flow pipeline
+        dropped = m.get('palisade_drop_count_total{direction="INGRESS",reason="POLICY_DENIED"}', 0)
+        drop_flows = m['hubble_flows_processed_total{subtype="",type="Drop",verdict="DROPPED"}']
+        assert dropped >= drop_flows >= 1, sorted(m)
+        assert (
+            m.get('palisade_drop_bytes_total{direction="INGRESS",reason="POLICY_DENIED"}', 0) >= 40 * dropped
+        )
+        for d in ("INGRESS", "EGRESS"):  # the allowed connection's packets both ways, at both veths
+            assert m.get(f'palisade_forward_count_total{{direction="{d}"}}', 0) >= 3, sorted(m)
+            assert m.get(f'palisade_forward_bytes_total{{direction="{d}"}}', 0) >= 40 * 3
     finally:
         a.cleanup()

@@ -56,7 +56,6 @@ MAP_SIZES = {
     "pal_endpoints": 64,
     "pal_ep_ids": 64,
     "pal_cgroup_eps": 64,
-    "pal_metrics": 64,
     "pal_events": 1 << 22,
 }
 

@@ -27,7 +27,7 @@ CT_ANY_DEFAULT = 256 * 1024
 CT_TCP_AUTO_MIN = 1 << 17
 CT_ANY_AUTO_MIN = 1 << 16
 LIMIT_TABLE_MAX = 1 << 24
-CT_ENTRY_SIZE = 16 + 72  # key + value of pal_ct_key/pal_ct_val
+CT_ENTRY_SIZE = 16 + 36  # key + value of pal_ct_key/pal_ct_val (checked against BTF in tests/datapath)
 DYNAMIC_SIZE_RATIO_DEFAULT = 0.0025
 
 

@@ -160,6 +160,7 @@ class Agent:
         self.flow_store = FlowStore(capacity=c.hubble_event_buffer_capacity)
         self.metrics = ObserveMetrics()
         self.metrics.set_pressure_source(self._map_pressure)
+        self.metrics.set_packet_source(self._packet_metrics)
         self.enricher = AgentEnricher(self)
         self.pipeline = FlowPipeline(self.enricher, self.flow_store, self.metrics)
         self.pipeline.start()
@@ -174,6 +175,10 @@ class Agent:
 
             host, _, port = c.prometheus_serve_addr.rpartition(":")
             start_exporter(self.metrics, int(port), host or "127.0.0.1")
+
+    def _packet_metrics(self) -> dict[tuple[int, int], tuple[int, int]]:
+        dp = self.datapath
+        return dp.packet_metrics() if dp is not None and dp.maps else {}
 
     def _map_pressure(self) -> dict[str, tuple[int, int]]:
         dp = self.datapath

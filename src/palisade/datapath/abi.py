@@ -71,6 +71,11 @@ CNT_L7_DENIED = 5
 CNT_L7_POISONED = 6
 CNT_NOT_IPV4 = 7
 CNT_MAX = 16
+
+# pal_metrics: a per-CPU array indexed reason * METRICS_DIRS + direction (lib/abi.h PAL_METRICS_IDX)
+METRICS_REASONS = 256
+METRICS_DIRS = 4
+METRICS_MAX = METRICS_REASONS * METRICS_DIRS
 COUNTER_NAMES = {
     CNT_EVENTS_LOST: "events_lost",
     CNT_CT_INSERT_FAILED: "ct_insert_failed",
@@ -140,8 +145,6 @@ class pal_ct_key(C.Structure):
 
 class pal_ct_val(C.Structure):
     _fields_ = [
-        ("packets", C.c_uint64 * 2),
-        ("bytes", C.c_uint64 * 2),
         ("created_s", C.c_uint32),
         ("expires_s", C.c_uint32),
         ("last_report_s", C.c_uint32 * 2),
@@ -178,10 +181,6 @@ class pal_cfg(C.Structure):
         ("ct_close_lifetime_s", C.c_uint32),
         ("ct_any_lifetime_s", C.c_uint32),
     ]
-
-
-class pal_metrics_key(C.Structure):
-    _fields_ = [("reason", C.c_uint16), ("dir", C.c_uint8), ("pad", C.c_uint8)]
 
 
 class pal_metrics_val(C.Structure):
@@ -367,7 +366,6 @@ MIRRORS: tuple[tuple[type[C.Structure], str, str], ...] = (
     (pal_frag_key, "pal_frag_key", "lxc"),
     (pal_frag_val, "pal_frag_val", "lxc"),
     (pal_cfg, "pal_cfg", "lxc"),
-    (pal_metrics_key, "pal_metrics_key", "lxc"),
     (pal_metrics_val, "pal_metrics_val", "lxc"),
     (pal_flow_event, "pal_flow_event", "kafka"),  # in kafka.bpf.o's BTF as part of pal_kafka_event
     (pal_kafka_event, "pal_kafka_event", "kafka"),

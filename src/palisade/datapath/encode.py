@@ -224,3 +224,18 @@ def ordered_phases(
         [e for e in w if not e.deny],
         [k for k, was_deny in d if was_deny],
     )
+
+
+def decode_packet_metrics(
+    items: Iterable[tuple[bytes, list[bytes]]],
+) -> dict[tuple[int, int], tuple[int, int]]:
+    """pal_metrics (key, per-CPU values) -> {(reason, direction): (packets, bytes)}, summed over CPUs; reason 0
+    is forwarded, else the drop reason. Slots never hit are left out."""
+    out: dict[tuple[int, int], tuple[int, int]] = {}
+    for key, per_cpu in items:
+        idx = int.from_bytes(key[:4], "little")
+        packets = sum(int.from_bytes(v[0:8], "little") for v in per_cpu)
+        nbytes = sum(int.from_bytes(v[8:16], "little") for v in per_cpu)
+        if packets or nbytes:
+            out[(idx // abi.METRICS_DIRS, idx % abi.METRICS_DIRS)] = (packets, nbytes)
+    return out

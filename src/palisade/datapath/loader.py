@@ -25,7 +25,7 @@ from palisade.bpf.link import Link
 from palisade.bpf.maps import Map
 from palisade.bpf.paths import object_path
 from palisade.datapath import abi
-from palisade.datapath.encode import config_value
+from palisade.datapath.encode import config_value, decode_packet_metrics
 from palisade.datapath.hostnet import HostNetHooks
 from palisade.errors import BpfError
 
@@ -221,6 +221,12 @@ class Datapath:
             vals = m.lookup_percpu(ctypes.c_uint32(idx))
             out[name] = sum(int.from_bytes(bytes(v)[:8], "little") for v in vals) if vals else 0
         return out
+
+    def packet_metrics(self) -> dict[tuple[int, int], tuple[int, int]]:
+        """Forwarded and dropped packets and bytes counted in the datapath, {(reason, direction): (packets,
+        bytes)} (reason 0 = forwarded): exact even when events are lost or aggregated."""
+        m = self.maps.get("pal_metrics")
+        return {} if m is None else decode_packet_metrics(m.items_percpu())
 
     def pressure(self) -> dict[str, tuple[int, int]]:
         out: dict[str, tuple[int, int]] = {}

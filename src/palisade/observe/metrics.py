@@ -8,6 +8,10 @@ Series (Hubble's names and labels where Hubble has them):
   lowercase match type (``l3-l4``, ``all``) or ``l7/kafka``, action the lowercase verdict;
 - ``palisade_lost_events_total{stage}``: lost events per stage (see palisade.observe.store.LOSS_STAGES);
 - ``palisade_flows_seen_total``, ``palisade_flow_ring_flows`` / ``palisade_flow_ring_capacity``;
+- ``palisade_forward_count_total{direction}`` / ``palisade_forward_bytes_total{direction}`` and
+  ``palisade_drop_count_total{reason,direction}`` / ``palisade_drop_bytes_total{reason,direction}``: Cilium's
+  datapath counters (``cilium_forward_count_total`` ...), counted per packet in the kernel (pal_metrics), so
+  exact when events are aggregated or lost; read on scrape (``set_packet_source``);
 - ``palisade_bpf_map_pressure{map_name}``: used/max of a BPF map. Counting a big map's entries is a walk over
   all of them (~0.5 s of CPU for a full 465k-entry LRU map), so the figures are refreshed when Prometheus
   scrapes (from ``set_pressure_source``, at most every ``PRESSURE_MAX_AGE`` seconds), never on a timer: an
@@ -45,6 +49,10 @@ _PROTO_NAMES = {6: "TCP", 17: "UDP", 1: "ICMPv4", 58: "ICMPv6", 132: "SCTP"}
 PRESSURE_MAX_AGE = 5.0  # seconds a scrape may reuse the previous scrape's map counts
 
 PressureSource = Callable[[], Mapping[str, tuple[int, int]]]  # map name -> (used, max_entries)
+PacketSource = Callable[
+    [], Mapping[tuple[int, int], tuple[int, int]]
+]  # (reason, direction) -> (packets, bytes)
+_DIRECTION_LABELS = {1: "INGRESS", 2: "EGRESS"}
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +70,7 @@ class ObserveMetrics(Collector):
         self._pressure_source: PressureSource | None = None
         self._pressure_at = float("-inf")
         self._pressure_lock = threading.Lock()  # one count at a time, even with concurrent scrapes
+        self._packet_source: PacketSource | None = None
         self._lock = threading.Lock()
         self.seen = 0
         self.ring_flows = 0
@@ -117,6 +126,42 @@ class ObserveMetrics(Collector):
             for name, (used, mx) in counts.items():
                 self.set_map_pressure(name, used, mx)
             self._pressure_at = time.monotonic()
+
+    def set_packet_source(self, source: PacketSource | None) -> None:
+        """Where scrapes read the datapath's forwarded/dropped packet counters from (the agent's datapath)."""
+        self._packet_source = source
+
+    def _packet_metrics(self) -> Iterator[Metric]:
+        source = self._packet_source
+        if source is None:
+            return
+        try:
+            counts = source()
+        except Exception as exc:  # the scrape still answers, without these series
+            log.warning("datapath packet counters: %s", exc)
+            return
+        fwd_n = CounterMetricFamily(
+            "palisade_forward_count", "Packets forwarded by the datapath", labels=["direction"]
+        )
+        fwd_b = CounterMetricFamily(
+            "palisade_forward_bytes", "Bytes forwarded by the datapath", labels=["direction"]
+        )
+        drop_n = CounterMetricFamily(
+            "palisade_drop_count", "Packets dropped by the datapath", labels=["reason", "direction"]
+        )
+        drop_b = CounterMetricFamily(
+            "palisade_drop_bytes", "Bytes dropped by the datapath", labels=["reason", "direction"]
+        )
+        for (reason, direction), (packets, nbytes) in sorted(counts.items()):
+            d = _DIRECTION_LABELS.get(direction, "UNKNOWN")
+            if reason == 0:
+                fwd_n.add_metric([d], packets)
+                fwd_b.add_metric([d], nbytes)
+            else:
+                r = DROP_REASONS.get(reason, str(reason))
+                drop_n.add_metric([r, d], packets)
+                drop_b.add_metric([r, d], nbytes)
+        yield from (fwd_n, fwd_b, drop_n, drop_b)
 
     def set_ring(self, flows: int, capacity: int) -> None:
         self.ring_flows, self.ring_capacity = flows, capacity
@@ -190,6 +235,7 @@ class ObserveMetrics(Collector):
         for name, value in pressure_items:
             pressure.add_metric([name], value)
         yield pressure
+        yield from self._packet_metrics()
 
 
 def start_exporter(metrics: ObserveMetrics, port: int, addr: str = "127.0.0.1") -> Any:
