@@ -214,7 +214,7 @@ def run_pods(args: argparse.Namespace) -> dict[str, Any]:
             f"{len(configs)} configurations"
         )
         env.set_config("a", "a", 0)
-        for wl in WORKLOADS:  # warm up (iperf3 server, caches, ARP-free paths)
+        for wl in args.workloads:  # warm up (iperf3 server, caches, ARP-free paths)
             getattr(env, wl.replace("-", "_"))(1)
         samples: list[dm.Sample] = []
         out["load"] = []
@@ -235,7 +235,7 @@ def run_pods(args: argparse.Namespace) -> dict[str, Any]:
             for name, kind, n in configs[shift:] + configs[:shift]:
                 env.set_config(name, kind, n)
                 line = []
-                for wl in WORKLOADS:
+                for wl in args.workloads:
                     ev0 = env.events_read()
                     cpu0, t0 = proc_cpu_s(env.pid), time.perf_counter()
                     value, extra = getattr(env, wl.replace("-", "_"))(args.seconds)
@@ -269,7 +269,7 @@ def run_pods(args: argparse.Namespace) -> dict[str, Any]:
         # what the programs cost on the real packets of each workload (bpf_stats on only here: it adds two
         # clock reads per program run, which the ratios above must not pay)
         env.set_config(f"b{size_label(big)}", "b", big)
-        out["in_situ"] = in_situ(env, args.seconds)
+        out["in_situ"] = in_situ(env, args.seconds, args.workloads)
         for wl, per in out["in_situ"].items():
             log(
                 f"  in situ, {wl}: " + ", ".join(f"{prog} {ns:.0f} ns x {n}" for prog, (ns, n) in per.items())
@@ -288,7 +288,7 @@ def run_pods(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
-def in_situ(env: Any, secs: int) -> dict[str, dict[str, tuple[float, int]]]:
+def in_situ(env: Any, secs: int, workloads: list[str]) -> dict[str, dict[str, tuple[float, int]]]:
     """Per workload: each Palisade TC program's average run time (ns) and runs, from bpf_stats while the
     workload runs (the same program serves every veth of its hook)."""
     from palisade.bpf.stats import enable_stats
@@ -301,7 +301,7 @@ def in_situ(env: Any, secs: int) -> dict[str, dict[str, tuple[float, int]]]:
 
     out: dict[str, dict[str, tuple[float, int]]] = {}
     with enable_stats():
-        for wl in WORKLOADS:
+        for wl in workloads:
             s0 = snap()
             getattr(env, wl.replace("-", "_"))(secs)
             s1 = snap()
@@ -332,6 +332,8 @@ def report(res: dict[str, Any]) -> str:
         lines += ["", f"Pods: {pods['rounds']} rounds x {pods['seconds']} s per run; load per round: "
                   + "; ".join(pods["load"]), ""]  # fmt: skip
         for wl, unit in WORKLOADS.items():
+            if not any(x["workload"] == wl for x in pods["summary"]):
+                continue
             lines.append(
                 f"| {wl} ({unit}) | median | range | ratio of medians | same-round ratio: median [IQR] (min-max) "
                 "| agent CPU |"
@@ -360,6 +362,8 @@ def report(res: dict[str, Any]) -> str:
             lines.append("")
         for rwl in ("rr", "rr-1cpu"):
             rr = [x for x in pods["samples"] if x["workload"] == rwl]
+            if not rr:
+                continue
             lat = {
                 c: statistics.median(x["extra"]["p50_us"] for x in rr if x["config"] == c)
                 for c in pods["configs"]
@@ -367,10 +371,11 @@ def report(res: dict[str, Any]) -> str:
             lines.append(f"{rwl} median latency (us): " + ", ".join(f"{c} {v:.1f}" for c, v in lat.items()))
         reused = sum(x["extra"]["reused"] for x in pods["samples"] if x["workload"] == "crr")
         conns = sum(x["extra"]["connections"] for x in pods["samples"] if x["workload"] == "crr")
-        lines.append(
-            f"crr: {conns} connections, all with distinct 4-tuples over the whole run ({reused} repeated within "
-            "a run's 12 s window)"
-        )
+        if conns:
+            lines.append(
+                f"crr: {conns} connections, all with distinct 4-tuples over the whole run ({reused} repeated "
+                "within a run's 12 s window)"
+            )
         for c in pods["configs"]:
             xs = [
                 x
@@ -452,6 +457,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sizes", help="policy entries / iptables rules, comma-separated (default 10000,50000)")
     ap.add_argument("--rounds", type=int)
     ap.add_argument("--seconds", type=int, help="seconds per workload run")
+    ap.add_argument("--workloads", help=f"comma-separated, of {','.join(WORKLOADS)} (default: all)")
     ap.add_argument("--iptables", help="nft,legacy,nft-ct,legacy-ct or none (default nft,legacy,nft-ct)")
     ap.add_argument("--change-reps", type=int)
     ap.add_argument(
@@ -485,6 +491,9 @@ def main(argv: list[str] | None = None) -> int:
     a.sizes = [int(x) for x in (a.sizes or ("1000,5000" if q else "10000,50000")).split(",")]
     a.rounds = a.rounds or (1 if q else 5)
     a.seconds = a.seconds or (1 if q else 3)
+    a.workloads = (a.workloads or ",".join(WORKLOADS)).split(",")
+    if unknown := [w for w in a.workloads if w not in WORKLOADS]:
+        raise SystemExit(f"--workloads: unknown {', '.join(unknown)} (known: {', '.join(WORKLOADS)})")
     a.iptables = (a.iptables or "nft,legacy,nft-ct").split(",")
     a.change_reps = a.change_reps if a.change_reps is not None else (2 if q else 7)
     a.testrun_sizes = [
