@@ -102,6 +102,23 @@ static __always_inline int pal_enforce_unparsed(struct pal_ev_ctx *c, const stru
  * established flow runs only the short hot path of pal_enforce (conntrack lookup, aggregation, metrics), so the
  * code it touches stays small. */
 
+/* The policy decision for this packet's flow (new, or again after a policy change: both decide alike), into v;
+ * key receives the flow's forward conntrack key. Returns the peer identity. */
+static __always_inline __u32 pal_decide(struct pal_ev_ctx *c, const struct pal_pkt *p, const struct pal_ep_ref *ep,
+					struct pal_peer *peer, const struct pal_cfg *cfg, struct pal_ct_key *key,
+					struct pal_verdict *v)
+{
+	__u32 peer_id = pal_peer_id(c, ep, peer, ep->egress);
+
+	ct_fwd_key(key, p, ep->egress ? PAL_CT_EGRESS : PAL_CT_INGRESS);
+	policy_decide(v, ep->ep_id, ep->flags, peer_id, ep->egress, p->proto, p->policy_port);
+	if (!ep->egress && peer_id == PAL_ID_HOST && cfg && (cfg->flags & PAL_CFG_ALLOW_LOCALHOST) && !v->allowed) {
+		__builtin_memset(v, 0, sizeof(*v));
+		v->allowed = 1;
+	}
+	return peer_id;
+}
+
 /* An established flow whose endpoint's policy changed since it was decided: decide again. Returns 1 when the
  * flow goes on (its entry updated), 0 when the packet is dropped (a revoked flow is cut). */
 static __noinline int pal_enforce_redecide(struct pal_ev_ctx *c, const struct pal_pkt *p, const struct pal_ep_ref *ep,
@@ -112,14 +129,8 @@ static __noinline int pal_enforce_redecide(struct pal_ev_ctx *c, const struct pa
 	__u8 direction = egress ? PAL_DIR_EGRESS : PAL_DIR_INGRESS;
 	struct pal_ct_key key;
 	struct pal_verdict v;
-	__u32 peer_id = pal_peer_id(c, ep, peer, egress);
 
-	ct_fwd_key(&key, p, egress ? PAL_CT_EGRESS : PAL_CT_INGRESS);
-	policy_decide(&v, ep->ep_id, ep->flags, peer_id, egress, p->proto, p->policy_port);
-	if (!egress && peer_id == PAL_ID_HOST && cfg && (cfg->flags & PAL_CFG_ALLOW_LOCALHOST)) {
-		__builtin_memset(&v, 0, sizeof(v));
-		v.allowed = 1;
-	}
+	pal_decide(c, p, ep, peer, cfg, &key, &v);
 	if (!v.allowed && !v.audit && !(cfg && (cfg->flags & PAL_CFG_AUDIT_MODE))) {
 		ct_map_delete(p->proto, &key);
 		return pal_enforce_deny(c, p, direction, v.drop_reason, v.match_type, v.cookie);
@@ -153,14 +164,7 @@ static __noinline int pal_enforce_new(struct pal_ev_ctx *c, const struct pal_pkt
 	__u8 direction = egress ? PAL_DIR_EGRESS : PAL_DIR_INGRESS;
 	struct pal_ct_key key;
 	struct pal_verdict v;
-	__u32 peer_id = pal_peer_id(c, ep, peer, egress);
-
-	ct_fwd_key(&key, p, egress ? PAL_CT_EGRESS : PAL_CT_INGRESS);
-	policy_decide(&v, ep->ep_id, ep->flags, peer_id, egress, p->proto, p->policy_port);
-	if (!egress && peer_id == PAL_ID_HOST && cfg && (cfg->flags & PAL_CFG_ALLOW_LOCALHOST) && !v.allowed) {
-		__builtin_memset(&v, 0, sizeof(v));
-		v.allowed = 1;
-	}
+	__u32 peer_id = pal_decide(c, p, ep, peer, cfg, &key, &v);
 
 	__u8 audit = 0;
 	if (!v.allowed) {
