@@ -72,10 +72,6 @@ CNT_L7_POISONED = 6
 CNT_NOT_IPV4 = 7
 CNT_MAX = 16
 
-# pal_metrics: a per-CPU array indexed reason * METRICS_DIRS + direction (lib/abi.h PAL_METRICS_IDX)
-METRICS_REASONS = 256
-METRICS_DIRS = 4
-METRICS_MAX = METRICS_REASONS * METRICS_DIRS
 COUNTER_NAMES = {
     CNT_EVENTS_LOST: "events_lost",
     CNT_CT_INSERT_FAILED: "ct_insert_failed",
@@ -86,6 +82,9 @@ COUNTER_NAMES = {
     CNT_L7_POISONED: "l7_connections_poisoned",
     CNT_NOT_IPV4: "not_ipv4_dropped",
 }
+
+# pal_metrics: a per-CPU array indexed reason * METRICS_DIRS + direction (lib/abi.h PAL_METRICS_IDX)
+METRICS_DIRS = 4
 
 KAFKA_TOPIC_MAX = 256
 KAFKA_CLIENT_ID_MAX = 64

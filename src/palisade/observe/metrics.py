@@ -49,10 +49,8 @@ _PROTO_NAMES = {6: "TCP", 17: "UDP", 1: "ICMPv4", 58: "ICMPv6", 132: "SCTP"}
 PRESSURE_MAX_AGE = 5.0  # seconds a scrape may reuse the previous scrape's map counts
 
 PressureSource = Callable[[], Mapping[str, tuple[int, int]]]  # map name -> (used, max_entries)
-PacketSource = Callable[
-    [], Mapping[tuple[int, int], tuple[int, int]]
-]  # (reason, direction) -> (packets, bytes)
-_DIRECTION_LABELS = {1: "INGRESS", 2: "EGRESS"}
+# (reason, direction) -> (packets, bytes), reason 0 = forwarded
+PacketSource = Callable[[], Mapping[tuple[int, int], tuple[int, int]]]
 
 log = logging.getLogger(__name__)
 
@@ -153,7 +151,7 @@ class ObserveMetrics(Collector):
             "palisade_drop_bytes", "Bytes dropped by the datapath", labels=["reason", "direction"]
         )
         for (reason, direction), (packets, nbytes) in sorted(counts.items()):
-            d = _DIRECTION_LABELS.get(direction, "UNKNOWN")
+            d = TrafficDirection(direction).name if direction in (1, 2) else "UNKNOWN"
             if reason == 0:
                 fwd_n.add_metric([d], packets)
                 fwd_b.add_metric([d], nbytes)
